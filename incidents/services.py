@@ -1,0 +1,341 @@
+"""Every write to an incident goes through a function here.
+
+Each one validates the change, applies it in one transaction with the incident row locked, and
+writes the matching timeline event. Invalid changes raise an IncidentError; repeating a change
+that is already in effect is a no-op.
+"""
+
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from .models import Incident, ReferenceCounter, RoleAssignment, Severity, TimelineEvent
+
+Status = Incident.Status
+Kind = TimelineEvent.Kind
+
+# Clocks differ a little between machines; a time this far ahead is still "now".
+CLOCK_SKEW = timedelta(minutes=2)
+FIRST_INCIDENT_NUMBER = 1001
+BEYOND_RESPONDING = (Status.MITIGATED, Status.RESOLVED, Status.POSTMORTEM, Status.CLOSED, Status.DISMISSED)
+
+
+class IncidentError(Exception):
+    """A change the incident rules do not allow. The message is meant for the person who asked."""
+
+
+class InvalidTransition(IncidentError):
+    def __init__(self, incident, to):
+        self.from_status, self.to_status = incident.status, to
+        allowed = ", ".join(incident.allowed_transitions()) or "none"
+        super().__init__(
+            f"{incident.reference} cannot move from {incident.get_status_display().lower()} "
+            f"to {Status(to).label.lower()} (allowed: {allowed})."
+        )
+
+
+class StaleIncident(IncidentError):
+    def __init__(self, incident, expected_version):
+        self.current_version, self.expected_version = incident.version, expected_version
+        super().__init__(
+            f"{incident.reference} was changed by someone else since you loaded it "
+            f"(version {expected_version}, now {incident.version}). Reload it and apply your change again."
+        )
+
+
+def _lock(incident):
+    return Incident.objects.select_for_update().get(pk=incident.pk)
+
+
+def _iso(value):
+    return value.isoformat() if value is not None else None
+
+
+def _username(user):
+    return user.get_username() if user is not None else None
+
+
+def _when(at):
+    """The time a change happened: now by default, or an earlier time when writing up history."""
+    now = timezone.now()
+    if at is None:
+        return now
+    if at > now + CLOCK_SKEW:
+        raise IncidentError("A change cannot be dated in the future.")
+    return at
+
+
+def _next_incident_number():
+    counter = ReferenceCounter.objects.select_for_update().filter(name="incident").first()
+    if counter is None:
+        # First incident ever (or an emptied database): continue after the highest number in use.
+        highest = Incident.objects.aggregate(highest=Max("number"))["highest"]
+        try:
+            with transaction.atomic():
+                ReferenceCounter.objects.create(name="incident", last_value=highest or FIRST_INCIDENT_NUMBER - 1)
+        except IntegrityError:
+            pass  # another declare created it first; its row lock orders us after it
+        counter = ReferenceCounter.objects.select_for_update().get(name="incident")
+    counter.last_value += 1
+    counter.save(update_fields=["last_value"])
+    return counter.last_value
+
+
+def timeline_event_record(*, incident, kind, actor=None, occurred_at=None, body="", data=None):
+    """The one place timeline rows are written. Callers hold the incident's transaction."""
+    event = TimelineEvent.objects.create(
+        incident=incident, kind=kind, actor=actor, occurred_at=occurred_at or timezone.now(), body=body, data=data or {}
+    )
+    Incident.objects.filter(pk=incident.pk, last_activity_at__lt=event.occurred_at).update(
+        last_activity_at=event.occurred_at
+    )
+    return event
+
+
+@transaction.atomic
+def incident_declare(
+    *, title, severity, actor, summary="", services=(), started_at=None, detected_at=None, recurrence_of=None
+):
+    detected_at = _when(detected_at)
+    if started_at is not None and started_at > detected_at:
+        raise IncidentError("Impact cannot start after the incident was detected.")
+    incident = Incident.objects.create(
+        number=_next_incident_number(),
+        title=title,
+        summary=summary,
+        severity=severity,
+        started_at=started_at,
+        detected_at=detected_at,
+        last_activity_at=detected_at,
+        recurrence_of=recurrence_of,
+    )
+    incident.services.set(services)
+    timeline_event_record(
+        incident=incident,
+        kind=Kind.DECLARED,
+        actor=actor,
+        occurred_at=detected_at,
+        body=title,
+        data={
+            "severity": severity.level,
+            "services": sorted(s.slug for s in services),
+            "started_at": _iso(started_at),
+            "recurrence_of": recurrence_of.reference if recurrence_of else None,
+        },
+    )
+    return incident
+
+
+def _apply_status(incident, to, at, actor, going_back):
+    """Set the status and keep the timestamps consistent with it. Returns {field: (before, after)}."""
+    before = {f: getattr(incident, f) for f in ("acknowledged_at", "mitigated_at", "resolved_at", "closed_at")}
+    if going_back:
+        incident.mitigated_at = incident.resolved_at = incident.closed_at = None
+        incident.duplicate_of = None
+    if actor is not None and to != Status.DISMISSED and incident.acknowledged_at is None:
+        incident.acknowledged_at = at  # a person working on it has acknowledged it
+    if to in Incident.MITIGATED_OR_LATER_STATUSES and incident.mitigated_at is None:
+        incident.mitigated_at = at  # skipped forward: mitigated no later than resolved
+    if to in Incident.RESOLVED_OR_LATER_STATUSES and incident.resolved_at is None:
+        incident.resolved_at = at
+    if to in (Status.CLOSED, Status.DISMISSED):
+        incident.closed_at = at
+    incident.status = to
+    return {f: (old, getattr(incident, f)) for f, old in before.items() if getattr(incident, f) != old}
+
+
+def _check_not_before_history(incident, at):
+    stamps = (incident.detected_at, incident.acknowledged_at, incident.mitigated_at, incident.resolved_at, incident.closed_at)
+    latest = max(t for t in stamps if t)
+    if at < latest:
+        raise IncidentError(f"This change cannot be dated before {latest:%Y-%m-%d %H:%M} (the incident's latest time).")
+
+
+@transaction.atomic
+def incident_transition(*, incident, to, actor, note="", at=None, duplicate_of=None):
+    """Move an incident through its lifecycle (skipping forward, reopening and dismissing included)."""
+    incident = _lock(incident)
+    to = Status(to)
+    if incident.status == to:
+        return incident
+    if to not in Incident.TRANSITIONS[incident.status]:
+        raise InvalidTransition(incident, to)
+    at = _when(at)
+    _check_not_before_history(incident, at)
+    # Reopening, regressing after mitigation, or undoing a dismissal.
+    going_back = to in (Status.RESPONDING, Status.TRIAGING) and incident.status in BEYOND_RESPONDING
+    if duplicate_of is not None:
+        if to != Status.DISMISSED:
+            raise IncidentError("Only a dismissal can mark an incident as a duplicate.")
+        if duplicate_of.pk == incident.pk:
+            raise IncidentError("An incident cannot duplicate itself.")
+        # Point at the original, never at another duplicate.
+        duplicate_of = duplicate_of.duplicate_of or duplicate_of
+
+    from_status = incident.status
+    changed = _apply_status(incident, to, at, actor, going_back)
+    incident.duplicate_of = duplicate_of if to == Status.DISMISSED else incident.duplicate_of
+    incident.version += 1
+    incident.save(update_fields=["status", "duplicate_of", "version", "updated_at", *changed])
+    data = {
+        "from": from_status,
+        "to": to.value,
+        "reopened": from_status in Incident.RESOLVED_OR_LATER_STATUSES and going_back,
+        "timestamps": {f: [_iso(old), _iso(new)] for f, (old, new) in changed.items()},
+    }
+    if duplicate_of is not None:
+        data["duplicate_of"] = duplicate_of.reference
+    timeline_event_record(
+        incident=incident, kind=Kind.STATUS_CHANGED, actor=actor, occurred_at=at, body=note, data=data
+    )
+    return incident
+
+
+@transaction.atomic
+def incident_acknowledge(*, incident, actor, note="", at=None):
+    """A person takes the incident on: stamps acknowledged_at once, and starts triage if nobody has."""
+    incident = _lock(incident)
+    if incident.acknowledged_at is not None:
+        return incident
+    if incident.status not in Incident.OPEN_STATUSES:
+        raise IncidentError(f"{incident.reference} is {incident.get_status_display().lower()}; there is nothing to acknowledge.")
+    at = _when(at)
+    _check_not_before_history(incident, at)
+    incident.acknowledged_at = at
+    incident.version += 1
+    incident.save(update_fields=["acknowledged_at", "version", "updated_at"])
+    timeline_event_record(
+        incident=incident, kind=Kind.ACKNOWLEDGED, actor=actor, occurred_at=at, body=note,
+        data={"acknowledged_at": _iso(at)},
+    )
+    if incident.status == Status.DETECTED:
+        incident = incident_transition(incident=incident, to=Status.TRIAGING, actor=actor, at=at)
+    return incident
+
+
+@transaction.atomic
+def incident_severity_change(*, incident, severity, actor, note="", at=None):
+    incident = _lock(incident)
+    if incident.severity_id == severity.pk:
+        return incident
+    previous = Severity.objects.get(pk=incident.severity_id)
+    incident.severity = severity
+    incident.version += 1
+    incident.save(update_fields=["severity", "version", "updated_at"])
+    timeline_event_record(
+        incident=incident, kind=Kind.SEVERITY_CHANGED, actor=actor, occurred_at=_when(at), body=note,
+        data={"from": previous.level, "to": severity.level},
+    )
+    return incident
+
+
+EDITABLE_FIELDS = ("title", "summary", "started_at", "detected_at", "recurrence_of")
+
+
+@transaction.atomic
+def incident_update(*, incident, actor, expected_version=None, services=None, **fields):
+    """Edit an incident's details. With expected_version, an edit based on a stale copy is refused."""
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise IncidentError(f"These fields cannot be edited here: {', '.join(sorted(unknown))}.")
+    incident = _lock(incident)
+    if expected_version is not None and incident.version != expected_version:
+        raise StaleIncident(incident, expected_version)
+
+    changes = {}
+    for name, value in fields.items():
+        old = getattr(incident, name)
+        if old != value:
+            setattr(incident, name, value)
+            changes[name] = [_display(old), _display(value)]
+    if incident.recurrence_of_id is not None and incident.recurrence_of_id == incident.pk:
+        raise IncidentError("An incident cannot be a recurrence of itself.")
+    if incident.started_at and incident.started_at > incident.detected_at:
+        raise IncidentError("Impact cannot start after the incident was detected.")
+    if incident.acknowledged_at and incident.detected_at > incident.acknowledged_at:
+        raise IncidentError("Detection cannot be later than the acknowledgement.")
+
+    if services is not None:
+        old_slugs = sorted(incident.services.values_list("slug", flat=True))
+        new_slugs = sorted(s.slug for s in services)
+        if old_slugs != new_slugs:
+            incident.services.set(services)
+            changes["services"] = [old_slugs, new_slugs]
+    if not changes:
+        return incident
+    incident.version += 1
+    incident.save(update_fields=[*(f for f in changes if f != "services"), "version", "updated_at"])
+    timeline_event_record(incident=incident, kind=Kind.FIELDS_CHANGED, actor=actor, data=changes)
+    return incident
+
+
+def _display(value):
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, Incident):
+        return value.reference
+    return value
+
+
+@transaction.atomic
+def role_assign(*, incident, role, user, actor, at=None):
+    """Give a role to a person. For single-holder roles the current holder is handed over from."""
+    incident = _lock(incident)
+    role = RoleAssignment.Role(role)
+    active = RoleAssignment.objects.filter(incident=incident, role=role, relieved_at__isnull=True)
+    if active.filter(user=user).exists():
+        return active.get(user=user)
+    at = _when(at)
+    previous = None
+    if role in RoleAssignment.SINGLE_HOLDER_ROLES:
+        previous = active.select_related("user").first()
+        if previous is not None:
+            if at < previous.assigned_at:
+                raise IncidentError("A handover cannot be dated before the current holder was assigned.")
+            previous.relieved_at = at
+            previous.save(update_fields=["relieved_at"])
+    assignment = RoleAssignment.objects.create(incident=incident, role=role, user=user, assigned_at=at, assigned_by=actor)
+    if role == RoleAssignment.Role.COMMANDER:
+        incident.commander = user
+        incident.version += 1
+        incident.save(update_fields=["commander", "version", "updated_at"])
+    timeline_event_record(
+        incident=incident, kind=Kind.ROLE_ASSIGNED, actor=actor, occurred_at=at,
+        data={"role": role.value, "from": _username(previous.user) if previous else None, "to": _username(user)},
+    )
+    return assignment
+
+
+@transaction.atomic
+def role_relieve(*, assignment, actor, at=None):
+    """End someone's role without a successor (a handover goes through role_assign)."""
+    assignment = RoleAssignment.objects.select_related("user").get(pk=assignment.pk)
+    incident = _lock(assignment.incident)
+    if assignment.relieved_at is not None:
+        return assignment
+    at = _when(at)
+    if at < assignment.assigned_at:
+        raise IncidentError("A role cannot end before it was assigned.")
+    assignment.relieved_at = at
+    assignment.save(update_fields=["relieved_at"])
+    if assignment.role == RoleAssignment.Role.COMMANDER:
+        incident.commander = None
+        incident.version += 1
+        incident.save(update_fields=["commander", "version", "updated_at"])
+    timeline_event_record(
+        incident=incident, kind=Kind.ROLE_RELIEVED, actor=actor, occurred_at=at,
+        data={"role": assignment.role, "from": _username(assignment.user), "to": None},
+    )
+    return assignment
+
+
+@transaction.atomic
+def timeline_note_add(*, incident, actor, body, occurred_at=None):
+    """A person's note. It may be dated in the past when writing up what happened earlier."""
+    body = body.strip()
+    if not body:
+        raise IncidentError("A note needs some text.")
+    incident = _lock(incident)
+    return timeline_event_record(incident=incident, kind=Kind.NOTE, actor=actor, occurred_at=_when(occurred_at), body=body)

@@ -1,0 +1,48 @@
+import os
+
+import pytest
+from django.db import connection
+
+from tests.incidents.factories import SeverityFactory, UserFactory
+
+# Playwright's sync API runs an event loop in the test thread; Django's ORM calls in the same
+# tests are still synchronous and safe.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_pg = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://… (CI does)")
+    if not os.environ.get("DATABASE_URL", "").startswith(("postgres", "postgresql")):
+        for item in items:
+            if "postgres" in item.keywords:
+                item.add_marker(skip_pg)
+
+
+@pytest.fixture
+def is_postgres():
+    return connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def sev1(db):
+    return SeverityFactory(level=1)
+
+
+@pytest.fixture
+def sev2(db):
+    return SeverityFactory(level=2)
+
+
+@pytest.fixture
+def sev3(db):
+    return SeverityFactory(level=3)
+
+
+@pytest.fixture
+def responder(db):
+    return UserFactory(username="rita", groups=["Responders"])
+
+
+@pytest.fixture
+def viewer(db):
+    return UserFactory(username="victor", groups=["Viewers"])
