@@ -1,0 +1,647 @@
+import re
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.options import IS_POPUP_VAR
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models import Exists, OuterRef, Q
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+from django.utils.timesince import timesince
+
+from . import services
+from .models import Incident, OpenIncident, RoleAssignment, Service, ServiceGroup, Severity, TimelineEvent
+
+Status = Incident.Status
+REFERENCE_RE = re.compile(r"^(?:INC-?)?(\d+)$", re.IGNORECASE)
+
+
+class LargeTablePaginator(Paginator):
+    """Never counts a whole big table: PostgreSQL's estimate when unfiltered, a capped count otherwise."""
+
+    COUNT_CAP = 10_000
+
+    @cached_property
+    def count(self):
+        query = self.object_list.query
+        if connection.vendor == "postgresql" and not query.where:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [query.model._meta.db_table])
+                row = cursor.fetchone()
+            if row and row[0] > self.COUNT_CAP:
+                return row[0]
+        return self.object_list.order_by()[: self.COUNT_CAP + 1].count()
+
+
+# ---- list filters -------------------------------------------------------------------------------
+
+
+class OpenFilter(admin.SimpleListFilter):
+    title = "open or closed"
+    parameter_name = "open"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Open"), ("no", "Not open")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(status__in=Incident.OPEN_STATUSES)
+        if self.value() == "no":
+            return queryset.exclude(status__in=Incident.OPEN_STATUSES)
+        return queryset
+
+
+class ServiceFilter(admin.SimpleListFilter):
+    """Filters with EXISTS, so a service filter never multiplies rows or needs DISTINCT."""
+
+    title = "service"
+    parameter_name = "service"
+
+    def lookups(self, request, model_admin):
+        return list(Service.objects.values_list("slug", "name"))
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        links = Incident.services.through.objects.filter(incident_id=OuterRef("pk"), service__slug=self.value())
+        return queryset.filter(Exists(links))
+
+
+class CommanderFilter(admin.SimpleListFilter):
+    """Lists staff, not every distinct commander of 200,000 incidents."""
+
+    title = "commander"
+    parameter_name = "commander"
+
+    def lookups(self, request, model_admin):
+        from django.contrib.auth import get_user_model
+
+        staff = get_user_model().objects.filter(is_staff=True, is_active=True).order_by("username")
+        return [("none", "Nobody"), *((str(u.pk), u.get_username()) for u in staff)]
+
+    def queryset(self, request, queryset):
+        if self.value() == "none":
+            return queryset.filter(commander__isnull=True)
+        if self.value() and self.value().isdigit():
+            return queryset.filter(commander_id=int(self.value()))
+        return queryset
+
+
+def _not_in_future(value):
+    if value is not None and value > timezone.now() + services.CLOCK_SKEW:
+        raise ValidationError("This time is in the future.")
+    return value
+
+
+# ---- inlines ------------------------------------------------------------------------------------
+
+
+def describe_event(event):
+    """One readable line for a timeline row."""
+    data = event.data or {}
+    if event.kind == TimelineEvent.Kind.STATUS_CHANGED:
+        text = f"{data.get('from')} → {data.get('to')}"
+        if data.get("reopened"):
+            text += " (reopened)"
+        if data.get("duplicate_of"):
+            text += f", duplicate of {data['duplicate_of']}"
+    elif event.kind == TimelineEvent.Kind.SEVERITY_CHANGED:
+        text = f"SEV{data.get('from')} → SEV{data.get('to')}"
+    elif event.kind in (TimelineEvent.Kind.ROLE_ASSIGNED, TimelineEvent.Kind.ROLE_RELIEVED):
+        role = RoleAssignment.Role(data["role"]).label if data.get("role") in RoleAssignment.Role.values else data.get("role")
+        text = f"{role}: {data.get('from') or '—'} → {data.get('to') or '—'}"
+    elif event.kind == TimelineEvent.Kind.FIELDS_CHANGED:
+        text = "; ".join(f"{name}: {before!r} → {after!r}" for name, (before, after) in data.items())
+    else:
+        text = ""
+    return " — ".join(part for part in (text, event.body) if part)
+
+
+class TimelineInline(admin.TabularInline):
+    """The history, read-only for everyone: system events and notes alike are never edited."""
+
+    model = TimelineEvent
+    verbose_name_plural = "timeline"
+    fields = ("occurred_at", "kind", "actor", "details")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("actor")
+
+    @admin.display(description="what happened")
+    def details(self, event):
+        return describe_event(event)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class NoteForm(forms.ModelForm):
+    occurred_at = forms.SplitDateTimeField(
+        required=False, widget=admin.widgets.AdminSplitDateTime,
+        help_text="Leave empty for now; set it to write up something that happened earlier.",
+    )
+
+    class Meta:
+        model = TimelineEvent
+        fields = ("body", "occurred_at")
+        widgets = {"body": forms.Textarea(attrs={"rows": 2, "cols": 80})}
+
+    def clean_occurred_at(self):
+        return _not_in_future(self.cleaned_data["occurred_at"])
+
+
+class AddNoteInline(admin.TabularInline):
+    """An empty row for a new note; saved through the timeline service."""
+
+    model = TimelineEvent
+    form = NoteForm
+    verbose_name = "note"
+    verbose_name_plural = "add a note to the timeline"
+    extra = 1
+    max_num = 1
+    can_delete = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).none()
+
+
+class RoleHistoryForm(forms.ModelForm):
+    relieve = forms.BooleanField(required=False, help_text="End this role now.")
+
+    class Meta:
+        model = RoleAssignment
+        fields = ("relieve",)
+
+
+class RoleHistoryInline(admin.TabularInline):
+    """Who held which role and when; a handover keeps the earlier holder's row."""
+
+    model = RoleAssignment
+    form = RoleHistoryForm
+    fk_name = "incident"
+    verbose_name_plural = "roles (current and past)"
+    fields = ("role", "user", "assigned_at", "relieved_at", "assigned_by", "relieve")
+    readonly_fields = ("role", "user", "assigned_at", "relieved_at", "assigned_by")
+    extra = 0
+    can_delete = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user", "assigned_by")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class AssignRoleForm(forms.ModelForm):
+    class Meta:
+        model = RoleAssignment
+        fields = ("role", "user")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["user"].queryset = self.fields["user"].queryset.filter(is_active=True, is_staff=True)
+
+    def _post_clean(self):
+        # No model validation here: a second commander is a handover, which the role service performs.
+        pass
+
+
+class AssignRoleInline(admin.TabularInline):
+    """A row to give someone a role; for single-holder roles the current holder hands over."""
+
+    model = RoleAssignment
+    form = AssignRoleForm
+    fk_name = "incident"
+    verbose_name = "role"
+    verbose_name_plural = "assign a role"
+    extra = 1
+    can_delete = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).none()
+
+
+# ---- the incident form --------------------------------------------------------------------------
+
+
+class IncidentForm(forms.ModelForm):
+    # The version the editor loaded; a save based on an older one is refused (no silent overwrite).
+    loaded_version = forms.IntegerField(widget=forms.HiddenInput, required=False)
+
+    class Meta:
+        model = Incident
+        fields = ("title", "summary", "severity", "services", "started_at", "detected_at", "recurrence_of")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["loaded_version"].initial = self.instance.version
+
+    def clean_detected_at(self):
+        return _not_in_future(self.cleaned_data["detected_at"])
+
+    def clean_recurrence_of(self):
+        earlier = self.cleaned_data["recurrence_of"]
+        if earlier is not None and earlier.pk == self.instance.pk:
+            raise ValidationError("An incident cannot be a recurrence of itself.")
+        return earlier
+
+    def clean(self):
+        cleaned = super().clean()
+        detected_at = cleaned.get("detected_at")
+        later = [t for t in (self.instance.acknowledged_at, self.instance.mitigated_at) if t]
+        if detected_at and later and detected_at > min(later):
+            self.add_error("detected_at", "Detection cannot be later than the acknowledgement or mitigation.")
+        if self.instance.pk:
+            # Locked until this save commits: nobody can slip a change in between check and write.
+            current = Incident.objects.select_for_update().values_list("version", flat=True).get(pk=self.instance.pk)
+            if cleaned.get("loaded_version") != current:
+                raise ValidationError(
+                    "Someone else changed this incident while you were editing it. Your changes were not "
+                    "saved: open the incident again to see theirs, then reapply yours.",
+                    code="stale",
+                )
+        return cleaned
+
+
+# ---- incident admin -----------------------------------------------------------------------------
+
+TRANSITION_ACTIONS = [
+    (Status.TRIAGING, "Start triage"),
+    (Status.RESPONDING, "Start responding"),
+    (Status.MITIGATED, "Mark mitigated"),
+    (Status.RESOLVED, "Mark resolved"),
+    (Status.POSTMORTEM, "Start post-mortem"),
+    (Status.CLOSED, "Close"),
+    (Status.DISMISSED, "Dismiss (not an incident)"),
+]
+
+
+def _report(modeladmin, request, done, rejected):
+    if done:
+        modeladmin.message_user(request, f"Updated {len(done)}: {', '.join(done)}.", messages.SUCCESS)
+    for reference, reason in rejected:
+        modeladmin.message_user(request, f"{reference} not changed: {reason}", messages.WARNING)
+
+
+def _transition_action(to, label):
+    @admin.action(description=f"{label} (selected incidents)", permissions=["change"])
+    def action(modeladmin, request, queryset):
+        done, rejected = [], []
+        for incident in queryset:
+            try:
+                services.incident_transition(incident=incident, to=to, actor=request.user)
+                done.append(incident.reference)
+            except services.IncidentError as exc:
+                rejected.append((incident.reference, str(exc)))
+        _report(modeladmin, request, done, rejected)
+
+    action.__name__ = f"transition_to_{to}"
+    return action
+
+
+@admin.action(description="Acknowledge (selected incidents)", permissions=["change"])
+def acknowledge(modeladmin, request, queryset):
+    done, rejected = [], []
+    for incident in queryset:
+        try:
+            services.incident_acknowledge(incident=incident, actor=request.user)
+            done.append(incident.reference)
+        except services.IncidentError as exc:
+            rejected.append((incident.reference, str(exc)))
+    _report(modeladmin, request, done, rejected)
+
+
+@admin.action(description="Reopen (selected resolved incidents)", permissions=["change"])
+def reopen(modeladmin, request, queryset):
+    done, rejected = [], []
+    for incident in queryset:
+        if incident.status not in (Status.RESOLVED, Status.POSTMORTEM):
+            rejected.append((incident.reference, "only resolved incidents and those in post-mortem can be reopened."))
+            continue
+        services.incident_transition(incident=incident, to=Status.RESPONDING, actor=request.user, note="Reopened")
+        done.append(incident.reference)
+    _report(modeladmin, request, done, rejected)
+
+
+class DuplicateForm(forms.Form):
+    original = forms.CharField(label="Duplicate of", help_text="Reference of the original incident, e.g. INC-1042.")
+    note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args, incident, **kwargs):
+        self.incident = incident
+        super().__init__(*args, **kwargs)
+
+    def clean_original(self):
+        match = REFERENCE_RE.match(self.cleaned_data["original"].strip())
+        original = Incident.objects.filter(number=int(match.group(1))).first() if match else None
+        if original is None:
+            raise ValidationError("No incident has this reference.")
+        if original.pk == self.incident.pk:
+            raise ValidationError("An incident cannot duplicate itself.")
+        return original
+
+
+@admin.register(Incident)
+class IncidentAdmin(admin.ModelAdmin):
+    form = IncidentForm
+    change_form_template = "admin/incidents/incident/change_form.html"
+    list_display = (
+        "reference", "title", "severity_badge", "status", "service_list", "commander", "age", "last_update",
+    )
+    list_display_links = ("reference", "title")
+    list_filter = ("status", "severity", ServiceFilter, CommanderFilter, OpenFilter, "detected_at", "resolved_at")
+    search_fields = ("title", "summary")
+    search_help_text = "Reference (INC-1042), or words from the title or summary."
+    list_select_related = ("severity", "commander")
+    list_per_page = 50
+    show_full_result_count = False
+    paginator = LargeTablePaginator
+    autocomplete_fields = ("services", "recurrence_of")
+    actions = [acknowledge, *(_transition_action(to, label) for to, label in TRANSITION_ACTIONS), reopen]
+    inlines = [RoleHistoryInline, AssignRoleInline, TimelineInline, AddNoteInline]
+    readonly_fields = (
+        "reference", "status", "acknowledged_at", "mitigated_at", "resolved_at", "closed_at",
+        "duplicate_of", "commander", "created_at", "updated_at", "last_activity_at",
+    )
+    fieldsets = (
+        (None, {"fields": ("reference", "status", "title", "summary", "severity", "services", "loaded_version")}),
+        ("Timing", {"fields": (
+            "started_at", "detected_at", "acknowledged_at", "mitigated_at", "resolved_at", "closed_at",
+        )}),
+        ("Links", {"fields": ("recurrence_of", "duplicate_of")}),
+        ("Record", {"classes": ("collapse",), "fields": ("commander", "created_at", "updated_at", "last_activity_at")}),
+    )
+    add_fieldsets = (
+        (None, {"fields": ("title", "summary", "severity", "services")}),
+        ("Timing", {"fields": ("started_at", "detected_at")}),
+        ("Links", {"fields": ("recurrence_of",)}),
+    )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("services")
+
+    def add_view(self, request, form_url="", extra_context=None):
+        return super().add_view(request, form_url, {"title": "Declare an incident", **(extra_context or {})})
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if "_addanother" in request.POST or IS_POPUP_VAR in request.POST:
+            return super().response_add(request, obj, post_url_continue)
+        # After declaring, the responder's next stop is the incident itself.
+        self.message_user(request, f"{obj.reference} declared.", messages.SUCCESS)
+        return self._back_to(obj)
+
+    def get_fieldsets(self, request, obj=None):
+        return self.add_fieldsets if obj is None else self.fieldsets
+
+    def get_inlines(self, request, obj):
+        return [] if obj is None else self.inlines
+
+    def get_search_results(self, request, queryset, search_term):
+        match = REFERENCE_RE.match(search_term.strip())
+        if match:
+            return queryset.filter(number=int(match.group(1))), False
+        return super().get_search_results(request, queryset, search_term)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # incidents are history: dismiss them instead
+
+    # -- columns
+
+    @admin.display(description="severity", ordering="severity__level")
+    def severity_badge(self, incident):
+        return format_html(
+            '<span class="sev-badge" style="background:{};color:#fff;padding:1px 6px;border-radius:3px;'
+            'font-weight:bold" title="{}">{}</span>',
+            incident.severity.colour, incident.severity.name, incident.severity.label,
+        )
+
+    @admin.display(description="services")
+    def service_list(self, incident):
+        return ", ".join(s.name for s in incident.services.all())
+
+    @admin.display(description="age / duration")
+    def age(self, incident):
+        end = incident.resolved_at or incident.closed_at or timezone.now()
+        return timesince(incident.detected_at, end)
+
+    @admin.display(description="last update", ordering="last_activity_at")
+    def last_update(self, incident):
+        return f"{timesince(incident.last_activity_at)} ago"
+
+    # -- saving through the services
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        if not change:
+            created = services.incident_declare(
+                title=data["title"], summary=data["summary"], severity=data["severity"], actor=request.user,
+                services=data["services"], started_at=data["started_at"], detected_at=data["detected_at"],
+                recurrence_of=data["recurrence_of"],
+            )
+            obj.pk = created.pk
+            obj.refresh_from_db()
+            obj._state.adding = False
+            return
+        fields = {name: data[name] for name in services.EDITABLE_FIELDS}
+        services.incident_update(
+            incident=obj, actor=request.user, expected_version=data["loaded_version"], services=data["services"], **fields
+        )
+        services.incident_severity_change(incident=obj, severity=data["severity"], actor=request.user)
+        obj.refresh_from_db()
+
+    def save_related(self, request, form, formsets, change):
+        # Services were saved by the service layer; inline rows go through it too.
+        for formset in formsets:
+            self.save_formset(request, form, formset, change)
+
+    def save_formset(self, request, form, formset, change):
+        incident = form.instance
+        for inline_form in formset.forms:
+            if not inline_form.has_changed() or not hasattr(inline_form, "cleaned_data"):
+                continue
+            data = inline_form.cleaned_data
+            if isinstance(inline_form, RoleHistoryForm) and data.get("relieve"):
+                services.role_relieve(assignment=inline_form.instance, actor=request.user)
+            elif isinstance(inline_form, AssignRoleForm) and data.get("role") and data.get("user"):
+                services.role_assign(incident=incident, role=data["role"], user=data["user"], actor=request.user)
+            elif isinstance(inline_form, NoteForm) and data.get("body"):
+                services.timeline_note_add(
+                    incident=incident, actor=request.user, body=data["body"], occurred_at=data.get("occurred_at")
+                )
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        return "Changed through the incident services; see the timeline."
+
+    # -- buttons on the incident page
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path("<path:object_id>/transition/", self.admin_site.admin_view(self.transition_view),
+                 name="%s_%s_transition" % info),
+            path("<path:object_id>/acknowledge/", self.admin_site.admin_view(self.acknowledge_view),
+                 name="%s_%s_acknowledge" % info),
+            path("<path:object_id>/duplicate/", self.admin_site.admin_view(self.duplicate_view),
+                 name="%s_%s_duplicate" % info),
+            *super().get_urls(),
+        ]
+
+    def _incident_for_change(self, request, object_id):
+        incident = get_object_or_404(self.get_queryset(request), pk=unquote(object_id))
+        if not self.has_change_permission(request, incident):
+            raise PermissionDenied
+        return incident
+
+    def _back_to(self, incident):
+        return HttpResponseRedirect(reverse("admin:incidents_incident_change", args=[incident.pk]))
+
+    def transition_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        incident = self._incident_for_change(request, object_id)
+        to = request.POST.get("to", "")
+        if to not in Status.values:
+            self.message_user(request, f"Unknown status {to!r}.", messages.ERROR)
+            return self._back_to(incident)
+        try:
+            incident = services.incident_transition(
+                incident=incident, to=to, actor=request.user, note=request.POST.get("note", "").strip()
+            )
+        except services.IncidentError as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+        else:
+            self.message_user(request, f"{incident.reference} is now {incident.get_status_display().lower()}.")
+        return self._back_to(incident)
+
+    def acknowledge_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        incident = self._incident_for_change(request, object_id)
+        try:
+            services.incident_acknowledge(incident=incident, actor=request.user)
+        except services.IncidentError as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+        else:
+            self.message_user(request, f"{incident.reference} acknowledged.")
+        return self._back_to(incident)
+
+    def duplicate_view(self, request, object_id):
+        incident = self._incident_for_change(request, object_id)
+        form = DuplicateForm(request.POST or None, incident=incident)
+        if request.method == "POST" and form.is_valid():
+            try:
+                services.incident_transition(
+                    incident=incident, to=Status.DISMISSED, actor=request.user,
+                    duplicate_of=form.cleaned_data["original"], note=form.cleaned_data["note"],
+                )
+            except services.IncidentError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.message_user(request, f"{incident.reference} dismissed as a duplicate.")
+                return self._back_to(incident)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Dismiss {incident.reference} as a duplicate",
+            "opts": self.opts,
+            "original": incident,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/incidents/incident/duplicate.html", context)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["transitions"] = [
+                (to, label) for to, label in TRANSITION_ACTIONS if to in Incident.TRANSITIONS[obj.status]
+            ]
+            context["can_reopen"] = obj.status in (Status.RESOLVED, Status.POSTMORTEM)
+            context["can_acknowledge"] = obj.acknowledged_at is None and obj.is_open
+            context["can_dismiss_duplicate"] = Status.DISMISSED in Incident.TRANSITIONS[obj.status]
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+
+@admin.register(OpenIncident)
+class OpenIncidentAdmin(IncidentAdmin):
+    """The 3 a.m. screen: what is open, worst first, then oldest."""
+
+    list_display = (
+        "reference", "title", "severity_badge", "status", "acknowledged", "service_list", "commander", "age",
+        "last_update",
+    )
+    list_filter = ("status", "severity", ServiceFilter, CommanderFilter)
+    ordering = ("severity__level", "detected_at", "id")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(status__in=Incident.OPEN_STATUSES)
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="acknowledged", boolean=True)
+    def acknowledged(self, incident):
+        return incident.acknowledged_at is not None
+
+    def get_urls(self):
+        return admin.ModelAdmin.get_urls(self)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # One incident page for everyone: the open list links to the main one.
+        return HttpResponseRedirect(reverse("admin:incidents_incident_change", args=[unquote(object_id)]))
+
+
+# ---- reference data -----------------------------------------------------------------------------
+
+
+@admin.register(Severity)
+class SeverityAdmin(admin.ModelAdmin):
+    list_display = ("label", "name", "ack_target_minutes", "update_interval_minutes", "review_required")
+    ordering = ("level",)
+
+
+@admin.register(ServiceGroup)
+class ServiceGroupAdmin(admin.ModelAdmin):
+    list_display = ("name", "position", "service_names")
+    search_fields = ("name",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("services")
+
+    @admin.display(description="services")
+    def service_names(self, group):
+        return format_html_join(", ", "{}", ((s.name,) for s in group.services.all()))
+
+
+@admin.register(Service)
+class ServiceAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "group", "owning_team", "contact", "is_public", "open_incidents")
+    list_filter = ("is_public", "group", "owning_team")
+    list_select_related = ("group",)
+    search_fields = ("name", "slug", "description", "owning_team")
+    prepopulated_fields = {"slug": ("name",)}
+
+    def get_queryset(self, request):
+        from django.db.models import Count
+
+        return super().get_queryset(request).annotate(
+            open_count=Count("incidents", filter=Q(incidents__status__in=Incident.OPEN_STATUSES))
+        )
+
+    @admin.display(description="open incidents", ordering="open_count")
+    def open_incidents(self, service):
+        return service.open_count
