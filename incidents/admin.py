@@ -34,7 +34,9 @@ class LargeTablePaginator(Paginator):
         query = self.object_list.query
         if connection.vendor == "postgresql" and not query.where:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [query.model._meta.db_table])
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [query.model._meta.db_table]
+                )
                 row = cursor.fetchone()
             if row and row[0] > self.COUNT_CAP:
                 return row[0]
@@ -116,7 +118,11 @@ def describe_event(event):
     elif event.kind == TimelineEvent.Kind.SEVERITY_CHANGED:
         text = f"SEV{data.get('from')} → SEV{data.get('to')}"
     elif event.kind in (TimelineEvent.Kind.ROLE_ASSIGNED, TimelineEvent.Kind.ROLE_RELIEVED):
-        role = RoleAssignment.Role(data["role"]).label if data.get("role") in RoleAssignment.Role.values else data.get("role")
+        role = (
+            RoleAssignment.Role(data["role"]).label
+            if data.get("role") in RoleAssignment.Role.values
+            else data.get("role")
+        )
         text = f"{role}: {data.get('from') or '—'} → {data.get('to') or '—'}"
     elif event.kind == TimelineEvent.Kind.FIELDS_CHANGED:
         text = "; ".join(f"{name}: {before!r} → {after!r}" for name, (before, after) in data.items())
@@ -152,7 +158,8 @@ class TimelineInline(admin.TabularInline):
 
 class NoteForm(forms.ModelForm):
     occurred_at = forms.SplitDateTimeField(
-        required=False, widget=admin.widgets.AdminSplitDateTime,
+        required=False,
+        widget=admin.widgets.AdminSplitDateTime,
         help_text="Leave empty for now; set it to write up something that happened earlier.",
     )
 
@@ -264,9 +271,10 @@ class IncidentForm(forms.ModelForm):
     def clean(self):
         cleaned = super().clean()
         detected_at = cleaned.get("detected_at")
-        later = [t for t in (self.instance.acknowledged_at, self.instance.mitigated_at) if t]
+        i = self.instance
+        later = [t for t in (i.acknowledged_at, i.mitigated_at, i.resolved_at, i.closed_at) if t]
         if detected_at and later and detected_at > min(later):
-            self.add_error("detected_at", "Detection cannot be later than the acknowledgement or mitigation.")
+            self.add_error("detected_at", "Detection cannot be later than the acknowledgement, mitigation or closing.")
         if self.instance.pk:
             # Locked until this save commits: nobody can slip a change in between check and write.
             current = Incident.objects.select_for_update().values_list("version", flat=True).get(pk=self.instance.pk)
@@ -362,7 +370,14 @@ class IncidentAdmin(admin.ModelAdmin):
     form = IncidentForm
     change_form_template = "admin/incidents/incident/change_form.html"
     list_display = (
-        "reference", "title", "severity_badge", "status", "service_list", "commander", "age", "last_update",
+        "reference",
+        "title",
+        "severity_badge",
+        "status",
+        "service_list",
+        "commander",
+        "age",
+        "last_update",
     )
     list_display_links = ("reference", "title")
     list_filter = ("status", "severity", ServiceFilter, CommanderFilter, OpenFilter, "detected_at", "resolved_at")
@@ -376,14 +391,33 @@ class IncidentAdmin(admin.ModelAdmin):
     actions = [acknowledge, *(_transition_action(to, label) for to, label in TRANSITION_ACTIONS), reopen]
     inlines = [RoleHistoryInline, AssignRoleInline, TimelineInline, AddNoteInline]
     readonly_fields = (
-        "reference", "status", "acknowledged_at", "mitigated_at", "resolved_at", "closed_at",
-        "duplicate_of", "commander", "created_at", "updated_at", "last_activity_at",
+        "reference",
+        "status",
+        "acknowledged_at",
+        "mitigated_at",
+        "resolved_at",
+        "closed_at",
+        "duplicate_of",
+        "commander",
+        "created_at",
+        "updated_at",
+        "last_activity_at",
     )
     fieldsets = (
         (None, {"fields": ("reference", "status", "title", "summary", "severity", "services", "loaded_version")}),
-        ("Timing", {"fields": (
-            "started_at", "detected_at", "acknowledged_at", "mitigated_at", "resolved_at", "closed_at",
-        )}),
+        (
+            "Timing",
+            {
+                "fields": (
+                    "started_at",
+                    "detected_at",
+                    "acknowledged_at",
+                    "mitigated_at",
+                    "resolved_at",
+                    "closed_at",
+                )
+            },
+        ),
         ("Links", {"fields": ("recurrence_of", "duplicate_of")}),
         ("Record", {"classes": ("collapse",), "fields": ("commander", "created_at", "updated_at", "last_activity_at")}),
     )
@@ -428,7 +462,9 @@ class IncidentAdmin(admin.ModelAdmin):
         return format_html(
             '<span class="sev-badge" style="background:{};color:#fff;padding:1px 6px;border-radius:3px;'
             'font-weight:bold" title="{}">{}</span>',
-            incident.severity.colour, incident.severity.name, incident.severity.label,
+            incident.severity.colour,
+            incident.severity.name,
+            incident.severity.label,
         )
 
     @admin.display(description="services")
@@ -450,8 +486,13 @@ class IncidentAdmin(admin.ModelAdmin):
         data = form.cleaned_data
         if not change:
             created = services.incident_declare(
-                title=data["title"], summary=data["summary"], severity=data["severity"], actor=request.user,
-                services=data["services"], started_at=data["started_at"], detected_at=data["detected_at"],
+                title=data["title"],
+                summary=data["summary"],
+                severity=data["severity"],
+                actor=request.user,
+                services=data["services"],
+                started_at=data["started_at"],
+                detected_at=data["detected_at"],
                 recurrence_of=data["recurrence_of"],
             )
             obj.pk = created.pk
@@ -460,7 +501,11 @@ class IncidentAdmin(admin.ModelAdmin):
             return
         fields = {name: data[name] for name in services.EDITABLE_FIELDS}
         services.incident_update(
-            incident=obj, actor=request.user, expected_version=data["loaded_version"], services=data["services"], **fields
+            incident=obj,
+            actor=request.user,
+            expected_version=data["loaded_version"],
+            services=data["services"],
+            **fields,
         )
         services.incident_severity_change(incident=obj, severity=data["severity"], actor=request.user)
         obj.refresh_from_db()
@@ -492,14 +537,23 @@ class IncidentAdmin(admin.ModelAdmin):
     # -- buttons on the incident page
 
     def get_urls(self):
-        info = self.opts.app_label, self.opts.model_name
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
-            path("<path:object_id>/transition/", self.admin_site.admin_view(self.transition_view),
-                 name="%s_%s_transition" % info),
-            path("<path:object_id>/acknowledge/", self.admin_site.admin_view(self.acknowledge_view),
-                 name="%s_%s_acknowledge" % info),
-            path("<path:object_id>/duplicate/", self.admin_site.admin_view(self.duplicate_view),
-                 name="%s_%s_duplicate" % info),
+            path(
+                "<path:object_id>/transition/",
+                self.admin_site.admin_view(self.transition_view),
+                name=f"{prefix}_transition",
+            ),
+            path(
+                "<path:object_id>/acknowledge/",
+                self.admin_site.admin_view(self.acknowledge_view),
+                name=f"{prefix}_acknowledge",
+            ),
+            path(
+                "<path:object_id>/duplicate/",
+                self.admin_site.admin_view(self.duplicate_view),
+                name=f"{prefix}_duplicate",
+            ),
             *super().get_urls(),
         ]
 
@@ -548,8 +602,11 @@ class IncidentAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 services.incident_transition(
-                    incident=incident, to=Status.DISMISSED, actor=request.user,
-                    duplicate_of=form.cleaned_data["original"], note=form.cleaned_data["note"],
+                    incident=incident,
+                    to=Status.DISMISSED,
+                    actor=request.user,
+                    duplicate_of=form.cleaned_data["original"],
+                    note=form.cleaned_data["note"],
                 )
             except services.IncidentError as exc:
                 form.add_error(None, str(exc))
@@ -581,7 +638,14 @@ class OpenIncidentAdmin(IncidentAdmin):
     """The 3 a.m. screen: what is open, worst first, then oldest."""
 
     list_display = (
-        "reference", "title", "severity_badge", "status", "acknowledged", "service_list", "commander", "age",
+        "reference",
+        "title",
+        "severity_badge",
+        "status",
+        "acknowledged",
+        "service_list",
+        "commander",
+        "age",
         "last_update",
     )
     list_filter = ("status", "severity", ServiceFilter, CommanderFilter)
@@ -638,8 +702,10 @@ class ServiceAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         from django.db.models import Count
 
-        return super().get_queryset(request).annotate(
-            open_count=Count("incidents", filter=Q(incidents__status__in=Incident.OPEN_STATUSES))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(open_count=Count("incidents", filter=Q(incidents__status__in=Incident.OPEN_STATUSES)))
         )
 
     @admin.display(description="open incidents", ordering="open_count")

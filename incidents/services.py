@@ -147,10 +147,30 @@ def _apply_status(incident, to, at, actor, going_back):
 
 
 def _check_not_before_history(incident, at):
-    stamps = (incident.detected_at, incident.acknowledged_at, incident.mitigated_at, incident.resolved_at, incident.closed_at)
+    # Going back clears the stamps it undoes, so the last status change counts too.
+    last_move = TimelineEvent.objects.filter(incident=incident, kind=Kind.STATUS_CHANGED).aggregate(
+        at=Max("occurred_at")
+    )
+    stamps = (
+        incident.detected_at,
+        incident.acknowledged_at,
+        incident.mitigated_at,
+        incident.resolved_at,
+        incident.closed_at,
+        last_move["at"],
+    )
     latest = max(t for t in stamps if t)
     if at < latest:
         raise IncidentError(f"This change cannot be dated before {latest:%Y-%m-%d %H:%M} (the incident's latest time).")
+
+
+def _original_of(incident):
+    """The incident a duplicate stands for, read from the database (the caller's copy may be stale)."""
+    incident, seen = Incident.objects.get(pk=incident.pk), set()
+    while incident.duplicate_of_id is not None and incident.pk not in seen:
+        seen.add(incident.pk)
+        incident = Incident.objects.get(pk=incident.duplicate_of_id)
+    return incident
 
 
 @transaction.atomic
@@ -169,10 +189,10 @@ def incident_transition(*, incident, to, actor, note="", at=None, duplicate_of=N
     if duplicate_of is not None:
         if to != Status.DISMISSED:
             raise IncidentError("Only a dismissal can mark an incident as a duplicate.")
+        # Point at the original, never at another duplicate.
+        duplicate_of = _original_of(duplicate_of)
         if duplicate_of.pk == incident.pk:
             raise IncidentError("An incident cannot duplicate itself.")
-        # Point at the original, never at another duplicate.
-        duplicate_of = duplicate_of.duplicate_of or duplicate_of
 
     from_status = incident.status
     changed = _apply_status(incident, to, at, actor, going_back)
@@ -200,14 +220,20 @@ def incident_acknowledge(*, incident, actor, note="", at=None):
     if incident.acknowledged_at is not None:
         return incident
     if incident.status not in Incident.OPEN_STATUSES:
-        raise IncidentError(f"{incident.reference} is {incident.get_status_display().lower()}; there is nothing to acknowledge.")
+        raise IncidentError(
+            f"{incident.reference} is {incident.get_status_display().lower()}; there is nothing to acknowledge."
+        )
     at = _when(at)
     _check_not_before_history(incident, at)
     incident.acknowledged_at = at
     incident.version += 1
     incident.save(update_fields=["acknowledged_at", "version", "updated_at"])
     timeline_event_record(
-        incident=incident, kind=Kind.ACKNOWLEDGED, actor=actor, occurred_at=at, body=note,
+        incident=incident,
+        kind=Kind.ACKNOWLEDGED,
+        actor=actor,
+        occurred_at=at,
+        body=note,
         data={"acknowledged_at": _iso(at)},
     )
     if incident.status == Status.DETECTED:
@@ -225,7 +251,11 @@ def incident_severity_change(*, incident, severity, actor, note="", at=None):
     incident.version += 1
     incident.save(update_fields=["severity", "version", "updated_at"])
     timeline_event_record(
-        incident=incident, kind=Kind.SEVERITY_CHANGED, actor=actor, occurred_at=_when(at), body=note,
+        incident=incident,
+        kind=Kind.SEVERITY_CHANGED,
+        actor=actor,
+        occurred_at=_when(at),
+        body=note,
         data={"from": previous.level, "to": severity.level},
     )
     return incident
@@ -254,8 +284,13 @@ def incident_update(*, incident, actor, expected_version=None, services=None, **
         raise IncidentError("An incident cannot be a recurrence of itself.")
     if incident.started_at and incident.started_at > incident.detected_at:
         raise IncidentError("Impact cannot start after the incident was detected.")
-    if incident.acknowledged_at and incident.detected_at > incident.acknowledged_at:
-        raise IncidentError("Detection cannot be later than the acknowledgement.")
+    if "detected_at" in changes:
+        _when(incident.detected_at)  # not in the future
+    later = [
+        t for t in (incident.acknowledged_at, incident.mitigated_at, incident.resolved_at, incident.closed_at) if t
+    ]
+    if later and incident.detected_at > min(later):
+        raise IncidentError("Detection cannot be later than the acknowledgement, mitigation, resolution or closing.")
 
     if services is not None:
         old_slugs = sorted(incident.services.values_list("slug", flat=True))
@@ -296,13 +331,18 @@ def role_assign(*, incident, role, user, actor, at=None):
                 raise IncidentError("A handover cannot be dated before the current holder was assigned.")
             previous.relieved_at = at
             previous.save(update_fields=["relieved_at"])
-    assignment = RoleAssignment.objects.create(incident=incident, role=role, user=user, assigned_at=at, assigned_by=actor)
+    assignment = RoleAssignment.objects.create(
+        incident=incident, role=role, user=user, assigned_at=at, assigned_by=actor
+    )
     if role == RoleAssignment.Role.COMMANDER:
         incident.commander = user
         incident.version += 1
         incident.save(update_fields=["commander", "version", "updated_at"])
     timeline_event_record(
-        incident=incident, kind=Kind.ROLE_ASSIGNED, actor=actor, occurred_at=at,
+        incident=incident,
+        kind=Kind.ROLE_ASSIGNED,
+        actor=actor,
+        occurred_at=at,
         data={"role": role.value, "from": _username(previous.user) if previous else None, "to": _username(user)},
     )
     return assignment
@@ -311,8 +351,8 @@ def role_assign(*, incident, role, user, actor, at=None):
 @transaction.atomic
 def role_relieve(*, assignment, actor, at=None):
     """End someone's role without a successor (a handover goes through role_assign)."""
+    incident = _lock(assignment.incident)  # first: read the assignment as the last writer left it
     assignment = RoleAssignment.objects.select_related("user").get(pk=assignment.pk)
-    incident = _lock(assignment.incident)
     if assignment.relieved_at is not None:
         return assignment
     at = _when(at)
@@ -325,7 +365,10 @@ def role_relieve(*, assignment, actor, at=None):
         incident.version += 1
         incident.save(update_fields=["commander", "version", "updated_at"])
     timeline_event_record(
-        incident=incident, kind=Kind.ROLE_RELIEVED, actor=actor, occurred_at=at,
+        incident=incident,
+        kind=Kind.ROLE_RELIEVED,
+        actor=actor,
+        occurred_at=at,
         data={"role": assignment.role, "from": _username(assignment.user), "to": None},
     )
     return assignment
@@ -338,4 +381,6 @@ def timeline_note_add(*, incident, actor, body, occurred_at=None):
     if not body:
         raise IncidentError("A note needs some text.")
     incident = _lock(incident)
-    return timeline_event_record(incident=incident, kind=Kind.NOTE, actor=actor, occurred_at=_when(occurred_at), body=body)
+    return timeline_event_record(
+        incident=incident, kind=Kind.NOTE, actor=actor, occurred_at=_when(occurred_at), body=body
+    )

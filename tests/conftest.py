@@ -18,6 +18,12 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip_pg)
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Tests make many users; a production-strength hash would dominate the suite's time."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def is_postgres():
     return connection.vendor == "postgresql"
