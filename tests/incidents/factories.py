@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -58,3 +60,25 @@ def declare(title="Checkout errors", severity=None, actor=None, services=(), **k
         title=title, severity=severity or SeverityFactory(level=3), actor=actor, services=services, **kwargs
     )
 
+
+# The way an incident normally travels to each status, used to set up a starting status through the
+# services (every step is an allowed transition).
+_FORWARD = ("triaging", "responding", "mitigated", "resolved", "postmortem", "closed")
+PATH_TO = {
+    "detected": (),
+    **{status: _FORWARD[: i + 1] for i, status in enumerate(_FORWARD)},
+    "dismissed": ("triaging", "dismissed"),
+}
+
+
+def drive(incident, status, actor=None, at=None, step=None):
+    """Move an incident to `status` through incident_transition, one step of PATH_TO at a time.
+
+    With `at`, the steps are dated at + step, at + 2*step, … (step defaults to five minutes).
+    """
+    step = step or timedelta(minutes=5)
+    for to in PATH_TO[status]:
+        if at is not None:
+            at = at + step
+        incident = incident_services.incident_transition(incident=incident, to=to, actor=actor, at=at)
+    return incident
