@@ -1,0 +1,535 @@
+"""Measure the admin pages against a bare baseline and write the results into docs/benchmarks.md.
+
+Called by bench/run.sh once gunicorn is up (it sets the environment); not meant to be run alone:
+
+    .venv/bin/python bench/measure.py --base-url http://127.0.0.1:8765 [--duration 15s] [--runs 2]
+
+For each endpoint: a pre-check (HTTP 200 for the logged-in session, no redirect), a warm-up with wrk,
+then `wrk -t2 -c8 -d15s --latency --timeout 30s` twice, interleaved across endpoints so drift of a
+shared machine hits all of them alike. Query counts come from CaptureQueriesContext around a
+test-client request after a warm-up request, at several page sizes for the lists (a count that
+grows with the page size is an N+1). The slowest query of a slow page is EXPLAIN ANALYZEd.
+"""
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results"
+SECTION = "## Admin list and incident page (issue 2)"
+BENCH_USER = "bench-admin"
+SLOW_P50_MS = 200
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base-url", default="http://127.0.0.1:8765")
+    parser.add_argument("--render-from", help="only rewrite the docs section from bench/results/<stamp>.json")
+    parser.add_argument("--duration", default="15s")
+    parser.add_argument("--warmup", default="5s")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--command", default="bench/run.sh", help="the command line recorded in the docs")
+    parser.add_argument("--gunicorn", default="", help="the gunicorn command line recorded in the docs")
+    return parser.parse_args()
+
+
+def setup_django():
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        sys.exit("bench/measure.py: the benchmark runs on PostgreSQL only.")
+    return connection
+
+
+def bench_user():
+    from django.contrib.auth import get_user_model
+
+    user, created = get_user_model().objects.get_or_create(
+        username=BENCH_USER, defaults={"is_staff": True, "is_superuser": True, "email": "bench@example.com"}
+    )
+    if created:
+        user.set_unusable_password()  # logged in through a session made here, never with a password
+        user.save(update_fields=["password"])
+    return user
+
+
+def session_cookie(user):
+    """A real database session for the superuser, as the login view would create it."""
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+
+
+def pick_incident():
+    """A heavy but typical change page: the newest closed SEV1 incident (all roles, long timeline)."""
+    from incidents.models import Incident
+
+    incident = (
+        Incident.objects.filter(status="closed", severity__level=1).order_by("-detected_at", "-id").first()
+        or Incident.objects.order_by("-detected_at", "-id").first()
+    )
+    if incident is None:
+        sys.exit("bench/measure.py: no incidents; run bench/generate.py first.")
+    return incident
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def precheck(url, cookie):
+    opener = urllib.request.build_opener(NoRedirect)
+    request = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
+    started = time.monotonic()
+    try:
+        with opener.open(request, timeout=60) as response:
+            body = response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    elapsed = (time.monotonic() - started) * 1000
+    if status != 200:
+        raise SystemExit(f"bench/measure.py: {url} answered {status}, not 200: {body[:300]!r}")
+    return elapsed, len(body)
+
+
+def wrk(url, cookie, *, threads, connections, duration, timeout="30s"):
+    command = [
+        "/usr/bin/wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}",
+        "--latency",
+        "--timeout",
+        timeout,
+        "-s",
+        str(ROOT / "bench" / "wrk_report.lua"),
+    ]
+    if cookie:
+        command += ["-H", f"Cookie: {cookie}"]
+    command.append(url)
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    match = re.search(r"^WRK_JSON (.*)$", output, re.MULTILINE)
+    if not match:
+        raise SystemExit(f"bench/measure.py: could not read wrk's output:\n{output}")
+    result = json.loads(match.group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    result["non_2xx_3xx"] = int(non2xx.group(1)) if non2xx else 0
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["raw"] = output
+    return result
+
+
+def capture(client, url, host):
+    """Queries for one request after a warm-up request: (count, total ms, [(ms, sql)] slowest first)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.get(url, HTTP_HOST=host)
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(url, HTTP_HOST=host)
+    if response.status_code != 200:
+        raise SystemExit(f"bench/measure.py: test client got {response.status_code} for {url}")
+    queries = sorted(((float(q["time"]) * 1000, q["sql"]) for q in ctx.captured_queries), reverse=True)
+    return len(ctx.captured_queries), sum(ms for ms, _ in queries), queries
+
+
+def serial_and_profile(client, url, host, repeat=20):
+    """Time in the server for one request at a time (test client, no network), and where it goes."""
+    for _ in range(3):
+        client.get(url, HTTP_HOST=host)
+    started = time.perf_counter()
+    for _ in range(repeat):
+        client.get(url, HTTP_HOST=host)
+    serial_ms = (time.perf_counter() - started) / repeat * 1000
+    profiler = cProfile.Profile()
+    profiler.enable()
+    client.get(url, HTTP_HOST=host)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+
+    def cumulative(pattern):
+        return max((v[3] for k, v in stats.stats.items() if pattern in f"{k[0]}:{k[2]}"), default=0.0)
+
+    total = cumulative("test/client.py:get") or 1.0
+    shares = {
+        "template rendering": cumulative("template/response.py:rendered_content") / total,
+        "result rows (list_display)": cumulative("admin_list.py:items_for_result") / total,
+        "database": cumulative("backends/utils.py:_execute") / total,
+    }
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
+    return serial_ms, {k: v for k, v in shares.items() if v}, text.getvalue()
+
+
+def query_counts(endpoints, user, host):
+    """Query counts per endpoint; for admin lists also at 1 and 100 rows a page (same process only)."""
+    from django.contrib import admin
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    results = {}
+    for endpoint in endpoints:
+        count, total_ms, queries = capture(client, endpoint["path"], host)
+        entry = {"queries": count, "sql_ms": total_ms, "slowest": queries[:3], "by_page_size": {}}
+        entry["serial_ms"], entry["shares"], entry["profile"] = serial_and_profile(client, endpoint["path"], host)
+        model_admin = next(
+            (
+                ma
+                for model, ma in admin.site._registry.items()
+                if endpoint.get("admin_model") == model._meta.label_lower
+            ),
+            None,
+        )
+        if model_admin is not None:
+            default = model_admin.list_per_page
+            try:
+                for size in (1, default, 100):
+                    model_admin.list_per_page = size
+                    entry["by_page_size"][size] = capture(client, endpoint["path"], host)[0]
+            finally:
+                model_admin.list_per_page = default
+        results[endpoint["name"]] = entry
+    return results
+
+
+def explain(sql):
+    from django.db import DatabaseError, connection, transaction
+
+    # A server-side cursor (QuerySet.iterator()) shows up as DECLARE … FOR SELECT: explain the SELECT.
+    sql = re.sub(r"^DECLARE .*? CURSOR (?:WITH(?:OUT)? HOLD )?FOR ", "", sql, flags=re.DOTALL)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
+            return "\n".join(row[0] for row in cursor.fetchall())
+    except DatabaseError as exc:
+        return f"(EXPLAIN failed: {exc})"
+
+
+def dataset():
+    from django.db import connection
+
+    from incidents.models import Incident, RoleAssignment, TimelineEvent
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT version()")
+        pg_version = cursor.fetchone()[0].split(" on ")[0]
+    return {
+        "incidents": Incident.objects.count(),
+        "open_incidents": Incident.objects.open().count(),
+        "timeline_events": TimelineEvent.objects.count(),
+        "role_assignments": RoleAssignment.objects.count(),
+        "incident_service_links": Incident.services.through.objects.count(),
+        "postgres": pg_version,
+    }
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+        memory = f"{mem_kb / 1024 / 1024:.0f} GB RAM"
+    except (OSError, AttributeError):
+        memory = "unknown RAM"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {memory}, {platform.system()} {platform.release()}, load {load:.2f} at start"
+    )
+
+
+def git_revision():
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
+    except OSError:
+        return "unknown"
+    return head.strip() + (" with uncommitted changes" if dirty.strip() else "")
+
+
+def ms(microseconds):
+    value = microseconds / 1000
+    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def render(meta, endpoints, runs, counts, explains):
+    lines = [
+        SECTION,
+        "",
+        "How to reproduce: `bench/run.sh` from the repository root (or `make bench`). It creates, migrates and, "
+        "when empty, fills the PostgreSQL database `incidents_bench` with `bench/generate.py` (200,000 incidents, "
+        "about 40 s), starts gunicorn, measures, and rewrites this section; `REGENERATE=1` rebuilds the data, "
+        "`DATABASE_URL` points it elsewhere. Raw output goes to `bench/results/` (not committed).",
+        "",
+        f"Measured {meta['date']} with `{meta['command']}` (commit {meta['revision']}).",
+        "",
+        f"- Machine: {meta['machine']}, {meta['load_after']} at the end; wrk, gunicorn and PostgreSQL share "
+        f"these cores (and the machine is shared with other work, so compare ratios, not absolute figures). "
+        f"{meta['postgres']}.",
+        f"- Data from `bench/generate.py`: {meta['incidents']:,} incidents ({meta['open_incidents']:,} open), "
+        f"{meta['timeline_events']:,} timeline events, {meta['role_assignments']:,} role assignments, "
+        f"{meta['incident_service_links']:,} incident-service links.",
+        f"- Server: `{meta['gunicorn']}` (2 sync workers, DEBUG off, persistent connections).",
+        f"- Load: `{meta['wrk']}` with `Cookie: sessionid=…` of a superuser, after a {meta['warmup']} warm-up "
+        f"per URL; {meta['runs']} runs per endpoint, interleaved. Percentiles from wrk's latency histogram "
+        "(`bench/wrk_report.lua` prints p95, which `--latency` leaves out).",
+        "- Queries: `CaptureQueriesContext` around one test-client request after a warm-up request.",
+        "",
+        "| endpoint | req/s (each run) | p50 | p95 | p99 | req/s ÷ baseline (same run) | p50 ÷ baseline | queries |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for endpoint in endpoints:
+        name = endpoint["name"]
+        results = runs[name]
+        rps = [r["rps"] for r in results]
+        p95 = " / ".join(ms(r["p95_us"]) for r in results)
+        p99 = " / ".join(ms(r["p99_us"]) for r in results)
+        p50s = " / ".join(ms(r["p50_us"]) for r in results)
+        # Each run against the baseline of the same run: the machine's drift hits both alike.
+        rps_ratio = " / ".join(f"{r['rps'] / b['rps']:.3f}×" for r, b in zip(results, runs["baseline"], strict=True))
+        p50_ratio = " / ".join(
+            f"{r['p50_us'] / b['p50_us']:.0f}×" for r, b in zip(results, runs["baseline"], strict=True)
+        )
+        bad = sum(r["non_2xx_3xx"] + r["errors_timeout"] + r["errors_status"] for r in results)
+        flag = f" ⚠ {bad} errors" if bad else ""
+        lines.append(
+            f"| {endpoint['label']} `{endpoint['path']}` | {' / '.join(f'{x:.0f}' for x in rps)}{flag} | {p50s} | "
+            f"{p95} | {p99} | {rps_ratio} | {p50_ratio} | {counts[name]['queries']} |"
+        )
+    lines += [
+        "",
+        "Queries per request by rows a page (`list_per_page` set in the measuring process only); for the default "
+        "page its SQL time and slowest query (CaptureQueriesContext times, 1 ms resolution), the time one request "
+        "takes alone (mean of 20 test-client requests, no network, no concurrency) and, from one profiled request, "
+        "the share spent rendering templates, building the list rows and in database calls:",
+        "",
+        "| page | 1 row | default | 100 rows | SQL time | slowest query | one request at a time | where the time goes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for endpoint in endpoints:
+        entry = counts[endpoint["name"]]
+        sizes = entry["by_page_size"]
+        cells = [str(v) for v in sizes.values()] if sizes else ["–", str(entry["queries"]), "–"]
+        if sizes:
+            cells[1] = f"{cells[1]} ({list(sizes)[1]} rows)"
+        slowest = entry["slowest"][0] if entry["slowest"] else (0, "")
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in entry["shares"].items())
+        lines.append(
+            f"| {endpoint['label']} | {' | '.join(cells)} | {entry['sql_ms']:.1f} ms | "
+            f"{slowest[0]:.1f} ms: `{shorten(slowest[1])}` | {entry['serial_ms']:.1f} ms | {shares} |"
+        )
+    lists = [e for e in endpoints if counts[e["name"]]["by_page_size"]]
+    flat = [e["label"] for e in lists if len(set(counts[e["name"]]["by_page_size"].values())) == 1]
+    if flat:
+        lines += ["", f"No per-row queries: the query count of {' and '.join(flat)} is the same at every page size."]
+    slow = [e for e in endpoints if e["name"] in explains]
+    for endpoint in slow:
+        reason = explains[endpoint["name"]]["reason"]
+        lines += [
+            "",
+            f"**{endpoint['label']}** — {reason}. Slowest query, `EXPLAIN (ANALYZE, BUFFERS)`:",
+            "",
+            "```sql",
+            explains[endpoint["name"]]["sql"],
+            "```",
+            "```",
+            explains[endpoint["name"]]["plan"],
+            "```",
+        ]
+    lines += ["", f"Raw wrk output and every plan: `bench/results/{meta['stamp']}.json` (not committed).", ""]
+    return "\n".join(lines)
+
+
+def shorten(sql, limit=110):
+    sql = re.sub(r"\s+", " ", sql)
+    sql = re.sub(r"SELECT .*? FROM", "SELECT … FROM", sql, count=1)
+    return (sql[:limit] + "…" if len(sql) > limit else sql).replace("|", "\\|").replace("`", "'")
+
+
+def write_section(path, text):
+    path = Path(path)
+    current = (
+        path.read_text()
+        if path.exists()
+        else (
+            "# Benchmarks\n\nMethod and reference figures: `/work/shared/reference/BENCHMARKS.md`. Each section is "
+            "written by the script named in it; re-running the script replaces only its own section.\n"
+        )
+    )
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+    if pattern.search(current):
+        updated = pattern.sub(lambda _: text.rstrip("\n") + "\n\n", current, count=1).rstrip("\n") + "\n"
+    else:
+        updated = current.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(updated)
+
+
+def main():
+    args = parse_args()
+    if args.render_from:  # rewrite the docs section from an earlier run's raw results
+        publish(json.loads(Path(args.render_from).read_text()), args.docs)
+        return
+    setup_django()
+    from incidents.models import Incident  # noqa: F401  (apps are ready)
+
+    base = args.base_url.rstrip("/")
+    host = re.sub(r"^https?://", "", base).split(":")[0]
+    user = bench_user()
+    cookie = session_cookie(user)
+    incident = pick_incident()
+    endpoints = [
+        {
+            "name": "baseline",
+            "label": "baseline: `.values()` of 50 incidents as JSON",
+            "path": "/bench/baseline/",
+            "auth": False,
+        },
+        {
+            "name": "admin_list",
+            "label": "admin incident list",
+            "path": "/admin/incidents/incident/",
+            "auth": True,
+            "admin_model": "incidents.incident",
+        },
+        {
+            "name": "admin_change",
+            "label": f"admin incident page ({incident.reference}, closed SEV1)",
+            "path": f"/admin/incidents/incident/{incident.pk}/change/",
+            "auth": True,
+        },
+        {
+            "name": "admin_open",
+            "label": "admin open-incidents list",
+            "path": "/admin/incidents/openincident/",
+            "auth": True,
+            "admin_model": "incidents.openincident",
+        },
+    ]
+    meta = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "stamp": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+        "command": args.command,
+        "revision": git_revision(),
+        "machine": machine(),
+        "gunicorn": args.gunicorn,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "wrk": f"wrk -t{args.threads} -c{args.connections} -d{args.duration} --latency --timeout 30s",
+    }
+    meta.update(dataset())
+    print(
+        f"dataset: {meta['incidents']:,} incidents, {meta['timeline_events']:,} events; change page {incident.reference}"
+    )
+
+    for endpoint in endpoints:
+        elapsed, size = precheck(base + endpoint["path"], cookie if endpoint["auth"] else None)
+        print(f"  pre-check {endpoint['path']}: 200, {size:,} bytes, {elapsed:.0f} ms")
+    counts = query_counts(endpoints, user, host)
+    for name, entry in counts.items():
+        print(
+            f"  queries {name}: {entry['queries']} ({entry['sql_ms']:.1f} ms SQL), by page size {entry['by_page_size']}"
+        )
+
+    for endpoint in endpoints:
+        wrk(
+            base + endpoint["path"],
+            cookie if endpoint["auth"] else None,
+            threads=args.threads,
+            connections=args.connections,
+            duration=args.warmup,
+        )
+    runs = {e["name"]: [] for e in endpoints}
+    for run in range(1, args.runs + 1):
+        for endpoint in endpoints:
+            result = wrk(
+                base + endpoint["path"],
+                cookie if endpoint["auth"] else None,
+                threads=args.threads,
+                connections=args.connections,
+                duration=args.duration,
+            )
+            runs[endpoint["name"]].append(result)
+            print(
+                f"  run {run} {endpoint['name']:<13} {result['rps']:8.1f} req/s  p50 {ms(result['p50_us']):>8}  "
+                f"p95 {ms(result['p95_us']):>8}  p99 {ms(result['p99_us']):>8}  non-2xx/3xx {result['non_2xx_3xx']}",
+                flush=True,
+            )
+
+    for endpoint in endpoints:
+        entry = counts[endpoint["name"]]
+        entry["explain"] = explain(entry["slowest"][0][1]) if entry["slowest"] else ""
+
+    meta["load_after"] = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "?"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    raw = {"meta": meta, "endpoints": endpoints, "runs": runs, "queries": counts}
+    (RESULTS / f"{meta['stamp']}.json").write_text(json.dumps(raw, indent=2, default=str))
+    publish(raw, args.docs)
+
+
+def findings(endpoints, runs, counts):
+    """Pages that are slow (p50 above the limit in any run) or whose query count grows with the rows."""
+    explains = {}
+    for endpoint in endpoints:
+        entry = counts[endpoint["name"]]
+        p50s = [r["p50_us"] / 1000 for r in runs[endpoint["name"]]]
+        sizes = list(entry["by_page_size"].values())
+        reasons = []
+        if max(p50s) > SLOW_P50_MS:
+            reasons.append(f"p50 {' / '.join(f'{p:.0f}' for p in p50s)} ms, above {SLOW_P50_MS} ms")
+        if sizes and len(set(sizes)) > 1:
+            reasons.append(f"query count grows with the page size ({' → '.join(map(str, sizes))})")
+        if reasons and entry["slowest"]:
+            reasons.append(
+                f"its {entry['queries']} queries take {entry['sql_ms']:.0f} ms of the {entry['serial_ms']:.0f} ms "
+                "a request takes alone"
+            )
+            explains[endpoint["name"]] = {
+                "reason": "; ".join(reasons),
+                "sql": entry["slowest"][0][1],
+                "plan": entry["explain"],
+            }
+    return explains
+
+
+def publish(raw, docs):
+    explains = findings(raw["endpoints"], raw["runs"], raw["queries"])
+    text = render(raw["meta"], raw["endpoints"], raw["runs"], raw["queries"], explains)
+    write_section(docs, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
