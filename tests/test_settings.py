@@ -16,7 +16,11 @@ PRODUCTION = {
 def manage(*args, **env):
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True,
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
         timeout=120,
     )
 
@@ -36,8 +40,11 @@ def test_check_deploy_is_clean_with_the_documented_production_settings():
 def test_database_and_broker_come_from_the_environment():
     code = "from django.conf import settings as s; print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL)"
     result = manage(
-        "shell", "-c", code,
-        DATABASE_URL="postgres://someone@db.internal:5432/incidents", CELERY_BROKER_URL="redis://cache:6379/1",
+        "shell",
+        "-c",
+        code,
+        DATABASE_URL="postgres://someone@db.internal:5432/incidents",
+        CELERY_BROKER_URL="redis://cache:6379/1",
     )
     assert result.returncode == 0, result.stderr
     assert "django.db.backends.postgresql redis://cache:6379/1" in result.stdout

@@ -32,7 +32,8 @@ def form_data(incident, **overrides):
         "summary": incident.summary,
         "severity": incident.severity_id,
         "services": [s.pk for s in incident.services.all()],
-        "started_at_0": "", "started_at_1": "",
+        "started_at_0": "",
+        "started_at_1": "",
         "detected_at_0": incident.detected_at.strftime("%Y-%m-%d"),
         "detected_at_1": incident.detected_at.strftime("%H:%M:%S"),
         "recurrence_of": "",
@@ -114,9 +115,14 @@ def test_declare_from_add_page_goes_through_the_service(admin_client, admin_user
     response = admin_client.post(
         reverse("admin:incidents_incident_add"),
         {
-            "title": "Checkout failing", "summary": "5xx on /pay", "severity": sev2.pk, "services": [api.pk],
-            "started_at_0": "", "started_at_1": "",
-            "detected_at_0": timezone.now().strftime("%Y-%m-%d"), "detected_at_1": "00:00:01",
+            "title": "Checkout failing",
+            "summary": "5xx on /pay",
+            "severity": sev2.pk,
+            "services": [api.pk],
+            "started_at_0": "",
+            "started_at_1": "",
+            "detected_at_0": timezone.now().strftime("%Y-%m-%d"),
+            "detected_at_1": "00:00:01",
             "recurrence_of": "",
         },
     )
@@ -131,8 +137,14 @@ def test_add_page_rejects_future_detection_with_a_form_error(admin_client, sev2)
     tomorrow = timezone.now() + timezone.timedelta(days=1)
     response = admin_client.post(
         reverse("admin:incidents_incident_add"),
-        {"title": "Typo", "severity": sev2.pk, "started_at_0": "", "started_at_1": "",
-         "detected_at_0": tomorrow.strftime("%Y-%m-%d"), "detected_at_1": "12:00:00"},
+        {
+            "title": "Typo",
+            "severity": sev2.pk,
+            "started_at_0": "",
+            "started_at_1": "",
+            "detected_at_0": tomorrow.strftime("%Y-%m-%d"),
+            "detected_at_1": "12:00:00",
+        },
     )
     assert response.status_code == 200
     assert "in the future" in str(response.context["adminform"].form.errors)
@@ -174,14 +186,23 @@ def test_inline_note_and_role_handover(admin_client, admin_user):
     first, second = UserFactory(username="ana"), UserFactory(username="ben")
     services.role_assign(incident=incident, role="commander", user=first, actor=admin_user)
     data = form_data(incident)
-    data.update({
-        "role_assignments-TOTAL_FORMS": 1, "role_assignments-INITIAL_FORMS": 1,
-        "role_assignments-0-id": incident.role_assignments.get().pk, "role_assignments-0-incident": incident.pk,
-        "role_assignments-2-TOTAL_FORMS": 1, "role_assignments-2-0-role": "commander",
-        "role_assignments-2-0-user": second.pk, "role_assignments-2-0-incident": incident.pk,
-        "timeline-2-TOTAL_FORMS": 1, "timeline-2-0-body": "Rolled back the 14:02 deploy",
-        "timeline-2-0-occurred_at_0": "", "timeline-2-0-occurred_at_1": "", "timeline-2-0-incident": incident.pk,
-    })
+    data.update(
+        {
+            "role_assignments-TOTAL_FORMS": 1,
+            "role_assignments-INITIAL_FORMS": 1,
+            "role_assignments-0-id": incident.role_assignments.get().pk,
+            "role_assignments-0-incident": incident.pk,
+            "role_assignments-2-TOTAL_FORMS": 1,
+            "role_assignments-2-0-role": "commander",
+            "role_assignments-2-0-user": second.pk,
+            "role_assignments-2-0-incident": incident.pk,
+            "timeline-2-TOTAL_FORMS": 1,
+            "timeline-2-0-body": "Rolled back the 14:02 deploy",
+            "timeline-2-0-occurred_at_0": "",
+            "timeline-2-0-occurred_at_1": "",
+            "timeline-2-0-incident": incident.pk,
+        }
+    )
     response = admin_client.post(change_url(incident), data)
     assert response.status_code == 302, response.context["adminform"].form.errors
     incident.refresh_from_db()
@@ -197,18 +218,24 @@ def test_inline_relieve_ends_a_role(admin_client, admin_user):
     incident = declare("Disk pressure")
     assignment = services.role_assign(incident=incident, role="scribe", user=admin_user, actor=admin_user)
     data = form_data(incident)
-    data.update({
-        "role_assignments-TOTAL_FORMS": 1, "role_assignments-INITIAL_FORMS": 1,
-        "role_assignments-0-id": assignment.pk, "role_assignments-0-incident": incident.pk,
-        "role_assignments-0-relieve": "on",
-    })
+    data.update(
+        {
+            "role_assignments-TOTAL_FORMS": 1,
+            "role_assignments-INITIAL_FORMS": 1,
+            "role_assignments-0-id": assignment.pk,
+            "role_assignments-0-incident": incident.pk,
+            "role_assignments-0-relieve": "on",
+        }
+    )
     assert admin_client.post(change_url(incident), data).status_code == 302
     assignment.refresh_from_db()
     assert assignment.relieved_at is not None
     assert incident.timeline.filter(kind=TimelineEvent.Kind.ROLE_RELIEVED).count() == 1
 
 
-@pytest.mark.parametrize("to", [Status.TRIAGING, Status.RESPONDING, Status.MITIGATED, Status.RESOLVED, Status.DISMISSED])
+@pytest.mark.parametrize(
+    "to", [Status.TRIAGING, Status.RESPONDING, Status.MITIGATED, Status.RESOLVED, Status.DISMISSED]
+)
 def test_transition_button(admin_client, to):
     incident = declare("Button press")
     url = reverse("admin:incidents_incident_transition", args=[incident.pk])
@@ -320,9 +347,15 @@ def test_viewer_can_read_but_change_nothing(client, viewer):
     assert page.status_code == 200 and "Mark resolved" not in page.content.decode()
     assert client.get(reverse("admin:incidents_incident_add")).status_code == 403
     assert client.post(change_url(incident), form_data(incident, title="Hijacked")).status_code == 403
-    assert client.post(reverse("admin:incidents_incident_transition", args=[incident.pk]), {"to": "resolved"}).status_code == 403
+    assert (
+        client.post(reverse("admin:incidents_incident_transition", args=[incident.pk]), {"to": "resolved"}).status_code
+        == 403
+    )
     assert client.post(reverse("admin:incidents_incident_acknowledge", args=[incident.pk])).status_code == 403
-    assert client.post(reverse("admin:incidents_incident_duplicate", args=[incident.pk]), {"original": "1"}).status_code == 403
+    assert (
+        client.post(reverse("admin:incidents_incident_duplicate", args=[incident.pk]), {"original": "1"}).status_code
+        == 403
+    )
     response = client.post(LIST_URL, {"action": "transition_to_resolved", "_selected_action": [incident.pk]})
     assert response.status_code in (200, 302)
     incident.refresh_from_db()
@@ -351,7 +384,10 @@ def test_reference_data_pages(admin_client):
     ServiceFactory(name="Search", slug="search")
     for name in ("service", "servicegroup", "severity"):
         assert admin_client.get(reverse(f"admin:incidents_{name}_changelist")).status_code == 200
-    assert admin_client.get(reverse("admin:incidents_severity_change", args=[SeverityFactory(level=1).pk])).status_code == 200
+    assert (
+        admin_client.get(reverse("admin:incidents_severity_change", args=[SeverityFactory(level=1).pk])).status_code
+        == 200
+    )
 
 
 def test_healthz(client):
