@@ -24,7 +24,9 @@ class Service(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     description = models.TextField(blank=True)
     owning_team = models.CharField(max_length=100, blank=True)
-    contact = models.CharField(max_length=200, blank=True, help_text="E-mail, chat channel or pager of the owning team.")
+    contact = models.CharField(
+        max_length=200, blank=True, help_text="E-mail, chat channel or pager of the owning team."
+    )
     is_public = models.BooleanField(default=False, help_text="Shown as a component on the public status page.")
     group = models.ForeignKey(ServiceGroup, null=True, blank=True, on_delete=models.SET_NULL, related_name="services")
 
@@ -61,6 +63,9 @@ class ReferenceCounter(models.Model):
 
     name = models.CharField(max_length=50, primary_key=True)
     last_value = models.PositiveIntegerField()
+
+    def __str__(self):
+        return f"{self.name}: {self.last_value}"
 
 
 # Status groups, at module level so the constraints in Incident.Meta can name them.
@@ -110,7 +115,9 @@ class Incident(models.Model):
     services = models.ManyToManyField(Service, blank=True, related_name="incidents")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DETECTED, editable=False)
 
-    started_at = models.DateTimeField(null=True, blank=True, help_text="When impact began, if known; may precede detection.")
+    started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When impact began, if known; may precede detection."
+    )
     detected_at = models.DateTimeField(default=timezone.now)
     acknowledged_at = models.DateTimeField(null=True, blank=True, editable=False)
     mitigated_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -118,21 +125,36 @@ class Incident(models.Model):
     closed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     recurrence_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="recurrences",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="recurrences",
         help_text="An earlier incident that this one repeats.",
     )
     duplicate_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="duplicates", editable=False,
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="duplicates",
+        editable=False,
     )
     # Kept in step with the active commander role by the role service, so lists can show and filter it.
     commander = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-        related_name="commanded_incidents", editable=False,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="commanded_incidents",
+        editable=False,
     )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    last_activity_at = models.DateTimeField(default=timezone.now, editable=False, help_text="Time of the latest timeline event.")
+    last_activity_at = models.DateTimeField(
+        default=timezone.now, editable=False, help_text="Time of the latest timeline event."
+    )
     # Bumped by every change; an edit based on an older version is refused instead of overwriting.
     version = models.PositiveIntegerField(default=1, editable=False)
 
@@ -143,6 +165,9 @@ class Incident(models.Model):
         indexes = [
             models.Index(fields=["-detected_at", "-id"], name="incident_detected_idx"),
             models.Index(fields=["status", "-detected_at"], name="incident_status_detected_idx"),
+            # The API and the admin sort by these; without an index every page sorts the whole table.
+            models.Index(fields=["-last_activity_at", "-id"], name="incident_activity_idx"),
+            models.Index(fields=["-updated_at", "-id"], name="incident_updated_idx"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -273,13 +298,20 @@ class TimelineEvent(models.Model):
         ROLE_RELIEVED = "role_relieved", "Role relieved"
         FIELDS_CHANGED = "fields_changed", "Details changed"
         NOTE = "note", "Note"
+        ALERT = "alert", "Alert"  # written by alert ingestion: alerts firing, resolving, acknowledged
 
     incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="timeline")
     kind = models.CharField(max_length=30, choices=Kind.choices)
-    occurred_at = models.DateTimeField(default=timezone.now, help_text="When it happened; notes may be dated in the past.")
+    occurred_at = models.DateTimeField(
+        default=timezone.now, help_text="When it happened; notes may be dated in the past."
+    )
     recorded_at = models.DateTimeField(auto_now_add=True)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
         help_text="Empty for events recorded by the system.",
     )
     body = models.TextField(blank=True)
@@ -292,11 +324,207 @@ class TimelineEvent(models.Model):
     def __str__(self):
         return f"{self.get_kind_display()} at {self.occurred_at:%Y-%m-%d %H:%M}"
 
-    @property
-    def is_system(self):
-        return self.kind != self.Kind.NOTE
-
     def save(self, *args, **kwargs):
         if self.pk is not None and not self._state.adding:
             raise ValueError("Timeline events are append-only.")
         super().save(*args, **kwargs)
+
+    @property
+    def is_system(self):
+        return self.kind != self.Kind.NOTE
+
+
+class ApiKey(models.Model):
+    """A machine's credential. It acts as its user: that user's Django permissions apply.
+
+    The key is shown once when it is created; only a lookup prefix and a SHA-256 of the secret are kept.
+    """
+
+    name = models.CharField(max_length=100, help_text="What uses this key, e.g. “Alertmanager prod”.")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    hashed_secret = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API key"
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self):
+        return self.revoked_at is None
+
+
+# ---- Alert ingestion (issue 3) ----------------------------------------------------------------
+
+
+class Integration(models.Model):
+    """A monitoring tool allowed to post alerts, with the key it authenticates with.
+
+    The key is shown once when it is created; only a lookup prefix and a SHA-256 of the key are kept.
+    """
+
+    class Kind(models.TextChoices):
+        ALERTMANAGER = "alertmanager", "Prometheus Alertmanager"
+        GRAFANA = "grafana", "Grafana alerting"
+        PAGERDUTY = "pagerduty", "PagerDuty Events API v2"
+
+    class OpenMode(models.TextChoices):
+        TRIAGE = "triage", "Wait for triage (incident stays Detected until a responder takes it)"
+        RESPOND = "respond", "Open directly (incident moves straight to Responding)"
+
+    class ResolveTo(models.TextChoices):
+        MITIGATED = "mitigated", "Mitigated (a person confirms the resolution)"
+        RESOLVED = "resolved", "Resolved"
+
+    KEY_PREFIX_LENGTH = 8
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    name = models.CharField(max_length=100, unique=True, help_text="What sends here, e.g. “Alertmanager prod”.")
+    key_prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    services = models.ManyToManyField(
+        Service, blank=True, related_name="integrations", help_text="Services every incident from here affects."
+    )
+    severity_overrides = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Sender severity value → level, on top of the defaults, e.g. {"disaster": 1, "notice": 4}.',
+    )
+    open_mode = models.CharField(max_length=10, choices=OpenMode.choices, default=OpenMode.TRIAGE)
+    resolve_to = models.CharField(
+        max_length=10,
+        choices=ResolveTo.choices,
+        default=ResolveTo.RESOLVED,
+        help_text="Where the incident goes when every alert of its group has resolved.",
+    )
+    signing_secret = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Grafana only: the HMAC secret of the contact point; posts must then carry a valid "
+        "X-Grafana-Alerting-Signature.",
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class AlertPayload(models.Model):
+    """Every body posted to an ingestion endpoint, exactly as received: for audit and replay.
+
+    A log, written on every post: its links carry no database constraint, so that recording a post
+    never waits for a lock a person or another post holds on the incident or the group (deleting
+    through Django still empties the links).
+    """
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
+        FAILED = "failed", "Failed (server error; the sender retries)"
+
+    integration = models.ForeignKey(
+        Integration,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="payloads",
+        db_constraint=False,
+        help_text="Empty when the credential did not match any integration.",
+    )
+    kind = models.CharField(max_length=20, choices=Integration.Kind.choices)
+    received_at = models.DateTimeField(default=timezone.now)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    headers = models.JSONField(default=dict, blank=True, help_text="The headers worth keeping (never credentials).")
+    body = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
+    error = models.TextField(blank=True)
+    group = models.ForeignKey(
+        "AlertGroup", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
+    incident = models.ForeignKey(
+        Incident, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [
+            models.Index(fields=["-received_at", "-id"], name="alertpayload_received_idx"),
+            models.Index(fields=["integration", "-received_at"], name="alertpayload_integration_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} post #{self.pk}"
+
+
+class AlertGroup(models.Model):
+    """The sender's group (Alertmanager/Grafana groupKey, PagerDuty dedup_key), scoped by integration.
+
+    Its row is locked while a post for the group is applied, so concurrent posts queue instead of
+    opening an incident each. `incident` is the group's latest incident, open or not.
+    """
+
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="groups")
+    key_hash = models.CharField(max_length=64, editable=False, help_text="SHA-256 of the group key.")
+    group_key = models.TextField()
+    labels = models.JSONField(default=dict, blank=True)
+    incident = models.ForeignKey(
+        Incident, null=True, blank=True, on_delete=models.SET_NULL, related_name="alert_groups"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["integration", "key_hash"], name="alertgroup_unique_key"),
+        ]
+
+    def __str__(self):
+        return self.group_key[:80]
+
+
+class Alert(models.Model):
+    """One firing episode of one alert: (group, fingerprint, starts_at). A re-fire is a new row."""
+
+    class Status(models.TextChoices):
+        FIRING = "firing", "Firing"
+        RESOLVED = "resolved", "Resolved"
+
+    group = models.ForeignKey(AlertGroup, on_delete=models.CASCADE, related_name="alerts")
+    incident = models.ForeignKey(Incident, null=True, blank=True, on_delete=models.SET_NULL, related_name="alerts")
+    fingerprint = models.CharField(max_length=255)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.FIRING)
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True, help_text="Acknowledged by the sender.")
+    severity_level = models.PositiveSmallIntegerField(help_text="The level the sender's severity maps to.")
+    summary = models.CharField(max_length=1024, blank=True)
+    labels = models.JSONField(default=dict, blank=True)
+    annotations = models.JSONField(default=dict, blank=True)
+    details = models.JSONField(default=dict, blank=True, help_text="Links and values the sender added.")
+    last_payload = models.ForeignKey(AlertPayload, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-starts_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["group", "fingerprint", "starts_at"], name="alert_unique_episode"),
+        ]
+        indexes = [
+            models.Index(fields=["group", "status"], name="alert_group_status_idx"),
+            models.Index(fields=["incident", "status"], name="alert_incident_status_idx"),
+        ]
+
+    def __str__(self):
+        return self.summary or self.labels.get("alertname") or self.fingerprint

@@ -39,6 +39,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "incidents",
     "postmortems",
     "comms",
@@ -151,6 +153,54 @@ CELERY_TASK_SOFT_TIME_LIMIT = 540
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+# Cache: throttling counters live here. Local memory by default (per process); with several web
+# processes use a shared one, e.g. CACHE_URL=redis://redis.internal:6379/1.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+
+# REST API (/api/v1/): API keys or a browser session, the admin's permissions, one error shape.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "incidents.api.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["incidents.api.permissions.ModelPermissions"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "incidents.api.pagination.KeysetPagination",
+    "PAGE_SIZE": 25,
+    # Applied by the API's views (incidents.api.views.ApiViewMixin), not to alert ingestion.
+    "DEFAULT_THROTTLE_RATES": {"api": env.str("API_THROTTLE_RATE", default="600/min")},
+    "EXCEPTION_HANDLER": "incidents.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "incidents.api.schema.AutoSchema",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Incident management API",
+    "DESCRIPTION": "Incidents, their lifecycle, timeline and roles; services and severities. "
+    "Authenticate with `Authorization: Bearer <API key>`; the key acts with its user's permissions. "
+    "The alert ingestion endpoints (tag `integrations`) take an integration's key instead. "
+    'Every error has the shape `{"error": {"code", "message", "fields"}}` (PagerDuty events are answered '
+    "as PagerDuty answers them).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
+    "SWAGGER_UI_DIST": "SIDECAR",  # served from our static files, no CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"IncidentStatusEnum": "incidents.models.Incident.Status"},
+    # The alert ingestion endpoints are plain Django views, which drf-spectacular does not see: added here.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "incidents.api.integration_schema.add_integration_endpoints",
+    ],
+}
+
+# Alert ingestion: the largest post accepted (PagerDuty's endpoint keeps PagerDuty's own 512 KB), and
+# how long a web process trusts an integration key it has checked (a revoked key works that long).
+INGEST_MAX_BODY_BYTES = env.int("INGEST_MAX_BODY_BYTES", default=10 * 1024 * 1024)
+INGEST_KEY_CACHE_SECONDS = env.int("INGEST_KEY_CACHE_SECONDS", default=10)
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,145 @@
+import re
+from datetime import timezone as dt_timezone
+
+import django_filters as filters
+from django import forms
+from django.db.models import Exists, OuterRef, Q
+from django_filters.fields import IsoDateTimeField
+from drf_spectacular.utils import extend_schema_field
+
+from incidents.models import Incident
+
+
+class CommaSeparatedMultipleChoiceField(forms.MultipleChoiceField):
+    """Accepts ?status=a&status=b and ?status=a,b alike."""
+
+    def to_python(self, value):
+        return [part.strip() for item in super().to_python(value) for part in item.split(",") if part.strip()]
+
+
+class CommaSeparatedCharField(forms.Field):
+    widget = forms.SelectMultiple  # reads every occurrence of the parameter
+
+    def to_python(self, value):
+        items = value if isinstance(value, (list, tuple)) else [value] if value else []
+        parts = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+        if any("\x00" in part or len(part) > 200 for part in parts):
+            raise forms.ValidationError("Invalid value.", code="invalid")
+        return parts
+
+
+@extend_schema_field({"type": "array", "items": {"type": "string"}})
+class UTCDateTimeField(IsoDateTimeField):
+    """PostgreSQL refuses offsets beyond ±15:59 (and Python years beyond 9999): compare in UTC, refuse the rest."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is None:
+            return None
+        try:
+            return value.astimezone(dt_timezone.utc)
+        except OverflowError:
+            raise forms.ValidationError("This time is out of range.", code="invalid") from None
+
+
+class UTCDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UTCDateTimeField
+
+
+class StrictBooleanField(forms.NullBooleanField):
+    """true/false (or 1/0, yes/no); anything else is an error instead of being ignored."""
+
+    widget = forms.TextInput
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        if isinstance(value, bool):
+            return value
+        meaning = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(
+            str(value).lower()
+        )
+        if meaning is None:
+            raise forms.ValidationError("Use true or false.", code="invalid")
+        return meaning
+
+    def validate(self, value):
+        pass
+
+
+class StrictBooleanFilter(filters.BooleanFilter):
+    field_class = StrictBooleanField
+
+
+@extend_schema_field({"type": "array", "items": {"type": "string"}})
+class MultipleValueFilter(filters.Filter):
+    field_class = CommaSeparatedCharField
+
+    def filter(self, qs, value):
+        return qs.filter(**{f"{self.field_name}__in": value}) if value else qs
+
+
+class StatusFilter(filters.MultipleChoiceFilter):
+    field_class = CommaSeparatedMultipleChoiceField
+
+
+class SeverityLevelsField(CommaSeparatedCharField):
+    def to_python(self, value):
+        levels = super().to_python(value)
+        if not all(level.isdigit() and len(level) < 6 for level in levels):
+            raise forms.ValidationError("Severity levels are numbers, e.g. severity=1,2.", code="invalid")
+        return [int(level) for level in levels]
+
+
+@extend_schema_field({"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 32767}})
+class SeverityFilter(MultipleValueFilter):
+    field_class = SeverityLevelsField
+
+
+REFERENCE = re.compile(r"(?:INC-)?(\d{1,9})", re.IGNORECASE)
+
+
+class IncidentFilterSet(filters.FilterSet):
+    status = StatusFilter(choices=Incident.Status.choices, help_text="One or more statuses.")
+    severity = SeverityFilter(field_name="severity__level", help_text="One or more severity levels, e.g. 1,2.")
+    service = MultipleValueFilter(method="filter_service", help_text="One or more service slugs.")
+    commander = MultipleValueFilter(field_name="commander__username", help_text="One or more usernames.")
+    open = StrictBooleanFilter(method="filter_open", help_text="true: still open; false: mitigated or later.")
+    detected_after = UTCDateTimeFilter(field_name="detected_at", lookup_expr="gte")
+    detected_before = UTCDateTimeFilter(field_name="detected_at", lookup_expr="lt")
+    search = filters.CharFilter(
+        method="filter_search", help_text="A reference (INC-1042), or words in title or summary."
+    )
+    ordering = filters.OrderingFilter(
+        fields=(
+            ("detected_at", "detected_at"),
+            ("number", "reference"),
+            ("severity__level", "severity"),
+            ("updated_at", "updated_at"),
+            ("last_activity_at", "last_activity_at"),
+        ),
+        help_text="Sort key; prefix with - for descending. Default: -detected_at.",
+    )
+
+    class Meta:
+        model = Incident
+        fields = []
+
+    def filter_service(self, queryset, name, value):
+        if not value:
+            return queryset
+        links = Incident.services.through.objects.filter(incident_id=OuterRef("pk"), service__slug__in=value)
+        return queryset.filter(Exists(links))
+
+    def filter_open(self, queryset, name, value):
+        if value is None:
+            return queryset
+        return queryset.open() if value else queryset.exclude(status__in=Incident.OPEN_STATUSES)
+
+    def filter_search(self, queryset, name, value):
+        value = value.strip()
+        if not value:
+            return queryset
+        text = Q(title__icontains=value) | Q(summary__icontains=value)
+        match = REFERENCE.fullmatch(value)
+        return queryset.filter(Q(number=int(match[1])) | text if match else text)

@@ -1,0 +1,67 @@
+"""OpenAPI details drf-spectacular cannot infer: the error shape on every operation, and its headers."""
+
+from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(
+        help_text="Stable, machine-readable: invalid, not_authenticated, invalid_transition, stale…"
+    )
+    message = serializers.CharField(help_text="For people.")
+    fields = serializers.DictField(
+        child=serializers.JSONField(), help_text="Messages per field or parameter; empty when not about a field."
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+def error_response(description):
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+class AutoSchema(SpectacularAutoSchema):
+    """Adds the error responses every API operation can give, unless the view documented them itself."""
+
+    ERRORS = {
+        "400": "Invalid input: see `error.fields`.",
+        "401": "No credentials, or an unknown or revoked API key.",
+        "403": "The key's user lacks the permission this needs.",
+        "404": "No such object.",
+        "415": "The body is not JSON.",
+        "429": "Too many requests for this key: wait `Retry-After` seconds.",
+    }
+    HEADERS = {
+        "401": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "The expected scheme: Bearer."}},
+        "429": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying."}},
+    }
+
+    def _error_codes(self):
+        has_body = self.method in ("POST", "PUT", "PATCH")
+        codes = []
+        if has_body or self._is_list_view():
+            codes.append("400")
+        if self.view.authentication_classes:
+            codes += ["401", "403"]
+        if "{" in self.path:
+            codes.append("404")
+        if has_body:
+            codes.append("415")
+        if self.view.throttle_classes:
+            codes.append("429")
+        return codes
+
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        for code in self._error_codes():
+            if code not in responses:
+                responses[code] = self._get_response_for_code(
+                    error_response(self.ERRORS[code]), code, direction=direction
+                )
+        for code, headers in self.HEADERS.items():
+            if code in responses:
+                responses[code].setdefault("headers", {}).update(headers)
+        return responses

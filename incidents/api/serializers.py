@@ -1,0 +1,210 @@
+"""Output serializers read what the selectors loaded (no hidden queries); input serializers only validate.
+
+Writes never go through ``serializer.save()`` for incidents: the views hand validated data to the services.
+"""
+
+import re
+
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from incidents.models import Incident, RoleAssignment, Service, ServiceGroup, Severity, TimelineEvent
+
+Status = Incident.Status
+
+
+class LookupField(serializers.SlugRelatedField):
+    """A related object named by a unique text field (slug, username). Anything but plain text is invalid."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str) or "\x00" in data or len(data) > 200 or not data.isprintable():
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "integer", "minimum": 0, "maximum": 32767})
+class SeverityLevelField(serializers.SlugRelatedField):
+    """A severity named by its level number: 1 is the most severe."""
+
+    default_error_messages = {
+        "does_not_exist": "There is no severity level {value}.",
+        "invalid": "A severity is a level number, e.g. 1.",
+    }
+
+    def __init__(self, **kwargs):
+        if not kwargs.get("read_only"):
+            kwargs.setdefault("queryset", Severity.objects.all())
+        super().__init__(slug_field="level", **kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int) or not 0 <= data <= 32767:
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "string", "pattern": "^INC-[0-9]+$", "example": "INC-1042"})
+class IncidentReferenceField(serializers.RelatedField):
+    """An incident named by its reference, e.g. INC-1042."""
+
+    default_error_messages = {
+        "does_not_exist": "There is no incident {value}.",
+        "invalid": "An incident reference looks like INC-1042.",
+    }
+
+    def __init__(self, **kwargs):
+        if not kwargs.get("read_only"):
+            kwargs.setdefault("queryset", Incident.objects.all())
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        match = re.fullmatch(r"INC-(\d{1,9})", data.strip(), re.IGNORECASE) if isinstance(data, str) else None
+        if match is None:
+            self.fail("invalid")
+        try:
+            return self.get_queryset().get(number=int(match[1]))
+        except Incident.DoesNotExist:
+            self.fail("does_not_exist", value=data)
+
+    def to_representation(self, value):
+        return value.reference
+
+
+class IncidentSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:incident-detail")
+    reference = serializers.CharField(read_only=True, help_text="INC-<number>, the name people use.")
+    severity = SeverityLevelField(read_only=True, help_text="Severity level: 1 is the most severe.")
+    services = serializers.SlugRelatedField(slug_field="slug", many=True, read_only=True)
+    commander = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True, help_text="The active incident commander's username."
+    )
+    recurrence_of = IncidentReferenceField(read_only=True, allow_null=True)
+    duplicate_of = IncidentReferenceField(read_only=True, allow_null=True)
+    status = serializers.ChoiceField(choices=Status.choices, read_only=True)
+    is_open = serializers.BooleanField(read_only=True)
+    allowed_transitions = serializers.ListField(
+        child=serializers.ChoiceField(choices=Status.choices),
+        read_only=True,
+        help_text="Statuses this incident may move to now.",
+    )
+
+    class Meta:
+        model = Incident
+        fields = [
+            "id",
+            "url",
+            "reference",
+            "title",
+            "summary",
+            "status",
+            "is_open",
+            "allowed_transitions",
+            "severity",
+            "services",
+            "started_at",
+            "detected_at",
+            "acknowledged_at",
+            "mitigated_at",
+            "resolved_at",
+            "closed_at",
+            "commander",
+            "recurrence_of",
+            "duplicate_of",
+            "created_at",
+            "updated_at",
+            "last_activity_at",
+            "version",
+        ]
+        read_only_fields = fields
+
+
+class IncidentInputSerializer(serializers.Serializer):
+    """What a client may set when declaring or editing an incident. Status moves have their own endpoints."""
+
+    title = serializers.CharField(max_length=200)
+    summary = serializers.CharField(required=False, allow_blank=True, max_length=20000)
+    severity = SeverityLevelField(help_text="Severity level: 1 is the most severe.")
+    services = LookupField(
+        slug_field="slug", many=True, required=False, queryset=Service.objects.all(), help_text="Service slugs."
+    )
+    started_at = serializers.DateTimeField(required=False, allow_null=True, help_text="When impact began, if known.")
+    detected_at = serializers.DateTimeField(required=False, help_text="Defaults to now.")
+    recurrence_of = IncidentReferenceField(
+        required=False, allow_null=True, help_text="An earlier incident this one repeats, e.g. INC-1042."
+    )
+
+
+class TransitionInputSerializer(serializers.Serializer):
+    to = serializers.ChoiceField(choices=Status.choices, help_text="The status to move to.")
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
+
+
+class AcknowledgeInputSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
+
+
+class TimelineEventSerializer(serializers.ModelSerializer):
+    actor = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True, help_text="Who did it; null for the system."
+    )
+
+    class Meta:
+        model = TimelineEvent
+        fields = ["id", "kind", "occurred_at", "recorded_at", "actor", "body", "data"]
+        read_only_fields = fields
+
+
+class NoteInputSerializer(serializers.Serializer):
+    body = serializers.CharField(max_length=20000)
+    occurred_at = serializers.DateTimeField(
+        required=False, help_text="When it happened, to write up history; defaults to now."
+    )
+
+
+class RoleAssignmentSerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    assigned_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    is_active = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = RoleAssignment
+        fields = ["id", "role", "user", "assigned_at", "relieved_at", "assigned_by", "is_active"]
+        read_only_fields = fields
+
+
+class RoleAssignInputSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=RoleAssignment.Role.choices)
+    user = LookupField(
+        slug_field="username", queryset=get_user_model().objects.filter(is_active=True), help_text="A username."
+    )
+
+
+class ServiceSerializer(serializers.ModelSerializer):
+    group = LookupField(
+        slug_field="name",
+        queryset=ServiceGroup.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="The name of the service group it is listed under.",
+    )
+
+    class Meta:
+        model = Service
+        fields = ["id", "name", "slug", "description", "owning_team", "contact", "is_public", "group"]
+
+
+class SeveritySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Severity
+        fields = [
+            "level",
+            "name",
+            "label",
+            "definition",
+            "expected_response",
+            "ack_target_minutes",
+            "update_interval_minutes",
+            "review_required",
+            "colour",
+        ]
+        read_only_fields = fields

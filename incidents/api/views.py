@@ -1,0 +1,295 @@
+"""Generic reads, service writes. Every view here needs a key (or a session) and the admin's permissions."""
+
+import re
+
+from django.db import transaction
+from django.db.models import Prefetch
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.routers import APIRootView
+
+from incidents import services
+from incidents.models import Incident, Service, Severity
+
+from .errors import PreconditionFailed
+from .filters import IncidentFilterSet
+from .schema import error_response
+from .serializers import (
+    AcknowledgeInputSerializer,
+    IncidentInputSerializer,
+    IncidentSerializer,
+    NoteInputSerializer,
+    RoleAssignInputSerializer,
+    RoleAssignmentSerializer,
+    ServiceSerializer,
+    SeveritySerializer,
+    TimelineEventSerializer,
+    TransitionInputSerializer,
+)
+from .throttling import ApiKeyRateThrottle
+
+ETAG = re.compile(r'(?:W/)?"(\d+)-(\d+)"')
+
+IF_MATCH = OpenApiParameter(
+    "If-Match",
+    str,
+    OpenApiParameter.HEADER,
+    description="The ETag from your last read. If the incident changed since, nothing is changed and you get 412.",
+)
+ETAG_HEADER = OpenApiParameter(
+    "ETag",
+    str,
+    OpenApiParameter.HEADER,
+    response=[200, 201],
+    description="The incident's version: send it back as If-Match to refuse lost updates.",
+)
+STALE = error_response("If-Match names an older version of the incident: reload it and apply your change again.")
+
+
+def incident_etag(incident):
+    return f'"{incident.pk}-{incident.version}"'
+
+
+class ApiViewMixin:
+    throttle_classes = [ApiKeyRateThrottle]
+
+
+class ApiRootView(ApiViewMixin, APIRootView):
+    permission_classes = [IsAuthenticated]
+    schema = None
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List incidents", description="Newest first by default; see the filters."),
+    retrieve=extend_schema(summary="Get an incident", parameters=[ETAG_HEADER]),
+)
+class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = Incident.objects.all()
+    serializer_class = IncidentSerializer
+    filterset_class = IncidentFilterSet
+    lookup_value_regex = r"\d+"
+    # Model permissions cover list, retrieve, create and partial_update; the actions name theirs.
+    action_permissions = {
+        "transition": {"POST": ["incidents.view_incident", "incidents.change_incident"]},
+        "acknowledge": {"POST": ["incidents.view_incident", "incidents.change_incident"]},
+        "timeline": {
+            "GET": ["incidents.view_incident", "incidents.view_timelineevent"],
+            "POST": ["incidents.view_incident", "incidents.add_timelineevent"],
+        },
+        "roles": {
+            "GET": ["incidents.view_incident", "incidents.view_roleassignment"],
+            "POST": ["incidents.view_incident", "incidents.add_roleassignment"],
+        },
+    }
+
+    def get_queryset(self):
+        if self.action in ("list", "retrieve"):
+            return self.incidents_for_output()
+        return Incident.objects.all()  # writes reload the incident for their response
+
+    @staticmethod
+    def incidents_for_output():
+        return Incident.objects.select_related(
+            "severity", "commander", "recurrence_of", "duplicate_of"
+        ).prefetch_related(Prefetch("services", queryset=Service.objects.only("id", "slug", "name")))
+
+    def filter_queryset(self, queryset):
+        return super().filter_queryset(queryset) if self.action == "list" else queryset
+
+    # What each write accepts; responses are IncidentSerializer (or the timeline's and roles' own).
+    input_serializers = {
+        "create": IncidentInputSerializer,
+        "partial_update": IncidentInputSerializer,
+        "transition": TransitionInputSerializer,
+        "acknowledge": AcknowledgeInputSerializer,
+        "timeline": NoteInputSerializer,
+        "roles": RoleAssignInputSerializer,
+    }
+
+    def get_serializer_class(self):
+        if self.request is not None and self.request.method in ("POST", "PATCH"):
+            # The browsable API asks from the list or detail view for its create and edit forms.
+            action = {"list": "create", "retrieve": "partial_update"}.get(self.action, self.action)
+            return self.input_serializers.get(action, IncidentSerializer)
+        return IncidentSerializer
+
+    def validated(self, **kwargs):
+        serializer = self.get_serializer(data=self.request.data, **kwargs)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def incident_response(self, incident, status_code=status.HTTP_200_OK):
+        incident = self.incidents_for_output().get(pk=incident.pk)
+        serializer = IncidentSerializer(incident, context=self.get_serializer_context())
+        headers = {"ETag": incident_etag(incident)}
+        if status_code == status.HTTP_201_CREATED:
+            headers["Location"] = serializer.data["url"]
+        return Response(serializer.data, status=status_code, headers=headers)
+
+    def expected_version(self, incident):
+        """The version named by If-Match, None without one (or with *); 412 if it names no version of this incident."""
+        header = self.request.headers.get("If-Match")
+        if header is None:
+            return None
+        tags = [tag.strip() for tag in header.split(",")]
+        if "*" in tags:
+            return None
+        versions = [int(m[2]) for m in map(ETAG.fullmatch, tags) if m and int(m[1]) == incident.pk]
+        if not versions:
+            raise PreconditionFailed(
+                f"If-Match does not name a version of {incident.reference}: read it for its ETag.", code="stale"
+            )
+        return incident.version if incident.version in versions else versions[0]
+
+    def check_version(self, incident):
+        """In the caller's transaction: lock the incident and refuse (412) if If-Match names an older version."""
+        expected = self.expected_version(incident)
+        if expected is not None:
+            services.incident_update(incident=incident, actor=self.request.user, expected_version=expected)
+
+    def retrieve(self, request, *args, **kwargs):
+        incident = self.get_object()
+        return Response(
+            IncidentSerializer(incident, context=self.get_serializer_context()).data,
+            headers={"ETag": incident_etag(incident)},
+        )
+
+    @extend_schema(
+        summary="Declare an incident",
+        request=IncidentInputSerializer,
+        responses={201: IncidentSerializer},
+        parameters=[ETAG_HEADER],
+    )
+    def create(self, request):
+        data = self.validated()
+        incident = services.incident_declare(actor=request.user, **data)
+        return self.incident_response(incident, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Edit an incident",
+        description="Severity changes and detail edits are recorded on the timeline. Status moves use transition.",
+        request=IncidentInputSerializer,
+        responses={200: IncidentSerializer, 412: STALE},
+        parameters=[IF_MATCH, ETAG_HEADER],
+    )
+    def partial_update(self, request, pk=None):
+        incident = self.get_object()
+        data = self.validated(partial=True)
+        severity = data.pop("severity", None)
+        with transaction.atomic():
+            incident = services.incident_update(
+                incident=incident, actor=request.user, expected_version=self.expected_version(incident), **data
+            )
+            if severity is not None:
+                incident = services.incident_severity_change(incident=incident, severity=severity, actor=request.user)
+        return self.incident_response(incident)
+
+    @extend_schema(
+        summary="Move an incident through its lifecycle",
+        request=TransitionInputSerializer,
+        responses={
+            200: IncidentSerializer,
+            409: error_response("The lifecycle does not allow this move from the current status."),
+            412: STALE,
+        },
+        parameters=[IF_MATCH, ETAG_HEADER],
+    )
+    @action(detail=True, methods=["post"])
+    def transition(self, request, pk=None):
+        incident = self.get_object()
+        data = self.validated()
+        with transaction.atomic():
+            self.check_version(incident)
+            incident = services.incident_transition(
+                incident=incident, to=data["to"], actor=request.user, note=data["note"]
+            )
+        return self.incident_response(incident)
+
+    @extend_schema(
+        summary="Acknowledge an incident",
+        description="Stamps the first acknowledgement once, and starts triage if nobody has.",
+        request=AcknowledgeInputSerializer,
+        responses={200: IncidentSerializer, 412: STALE},
+        parameters=[IF_MATCH, ETAG_HEADER],
+    )
+    @action(detail=True, methods=["post"])
+    def acknowledge(self, request, pk=None):
+        incident = self.get_object()
+        data = self.validated()
+        with transaction.atomic():
+            self.check_version(incident)
+            incident = services.incident_acknowledge(incident=incident, actor=request.user, note=data["note"])
+        return self.incident_response(incident)
+
+    @extend_schema(methods=["GET"], summary="An incident's timeline", responses=TimelineEventSerializer(many=True))
+    @extend_schema(
+        methods=["POST"],
+        summary="Add a note to the timeline",
+        request=NoteInputSerializer,
+        responses={201: TimelineEventSerializer},
+    )
+    @action(detail=True, methods=["get", "post"], filter_backends=[])
+    def timeline(self, request, pk=None):
+        incident = self.get_object()
+        if request.method == "POST":
+            data = self.validated()
+            event = services.timeline_note_add(incident=incident, actor=request.user, **data)
+            return Response(TimelineEventSerializer(event).data, status=status.HTTP_201_CREATED)
+        page = self.paginate_queryset(incident.timeline.select_related("actor"))
+        return self.get_paginated_response(TimelineEventSerializer(page, many=True).data)
+
+    @extend_schema(
+        methods=["GET"], summary="An incident's roles, past and present", responses=RoleAssignmentSerializer(many=True)
+    )
+    @extend_schema(
+        methods=["POST"],
+        summary="Assign a role",
+        description="For single-holder roles the current holder is handed over from; the history is kept.",
+        request=RoleAssignInputSerializer,
+        responses={201: RoleAssignmentSerializer},
+    )
+    @action(detail=True, methods=["get", "post"], filter_backends=[])
+    def roles(self, request, pk=None):
+        incident = self.get_object()
+        if request.method == "POST":
+            data = self.validated()
+            assignment = services.role_assign(incident=incident, actor=request.user, **data)
+            return Response(RoleAssignmentSerializer(assignment).data, status=status.HTTP_201_CREATED)
+        page = self.paginate_queryset(incident.role_assignments.select_related("user", "assigned_by"))
+        return self.get_paginated_response(RoleAssignmentSerializer(page, many=True).data)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List services"),
+    retrieve=extend_schema(summary="Get a service"),
+    create=extend_schema(summary="Add a service"),
+    update=extend_schema(summary="Replace a service"),
+    partial_update=extend_schema(summary="Edit a service"),
+)
+class ServiceViewSet(
+    ApiViewMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Reference data with no lifecycle: saved directly, as the admin does."""
+
+    queryset = Service.objects.select_related("group")
+    serializer_class = ServiceSerializer
+    lookup_field = "slug"
+    lookup_value_regex = r"[-a-zA-Z0-9_]+"
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List severity levels"), retrieve=extend_schema(summary="Get a severity")
+)
+class SeverityViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = Severity.objects.all()
+    serializer_class = SeveritySerializer
+    lookup_field = "level"
+    lookup_value_regex = r"\d+"
