@@ -10,11 +10,7 @@ from tests.incidents.factories import SeverityFactory, UserFactory
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
-@pytest.hookimpl(trylast=True)  # after pytest-django has put transactional tests last
 def pytest_collection_modifyitems(config, items):
-    # Browser tests go at the very end: after Playwright has run, later transactional tests on
-    # PostgreSQL no longer got their migrated data (groups, severities) restored.
-    items.sort(key=lambda item: "browser" in item.keywords)
     skip_pg = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://… (CI does)")
     if not os.environ.get("DATABASE_URL", "").startswith(("postgres", "postgresql")):
         for item in items:

@@ -24,7 +24,8 @@ def test_declare_acknowledge_mitigate_resolve(live_server, page):
     page.fill("#id_summary", "Payments provider timing out for EU customers.")
     page.select_option("#id_severity", label="SEV2 High")
     page.click("input[name=_save]")
-    page.wait_for_selector("text=declared")
+    page.wait_for_load_state()
+    assert "declared" in page.content(), page.inner_text("body")[:2000]
 
     incident = Incident.objects.get(title="Checkout returns 502")
     assert incident.reference in page.content()
