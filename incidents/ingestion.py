@@ -44,6 +44,7 @@ import functools
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 import time
@@ -604,12 +605,10 @@ def _no_constants(name):
 
 def _finite_float(text):
     value = float(text)
-    if value in (_INFINITY, -_INFINITY):  # 1e400: JSON, but stored it would be Infinity, which is not
+    if math.isinf(value):  # 1e400 is JSON, but stored it would be Infinity, which is not
         raise PayloadInvalid(f"The body has a number too large to store: {text[:40]}.")
     return value
 
-
-_INFINITY = float("inf")
 
 # Deeper than any sender nests (Alertmanager: 4), and far enough below Python's recursion limit that
 # storing, encoding or printing what was parsed cannot hit it (parsing itself stops short of it).

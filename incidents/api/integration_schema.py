@@ -260,8 +260,7 @@ INTEGRATION_ACCEPTED = {
             "type": "object",
             "description": "What the post changed, in alerts.",
             "properties": {
-                name: {"type": "integer", "minimum": 0}
-                for name in ("new", "resolved", "acknowledged", "unchanged")
+                name: {"type": "integer", "minimum": 0} for name in ("new", "resolved", "acknowledged", "unchanged")
             },
             "required": ["new", "resolved", "acknowledged", "unchanged"],
             "additionalProperties": False,
@@ -344,7 +343,7 @@ def _webhook_responses():
         },
         "400": {
             "description": "`invalid_payload`: the body is not UTF-8 or not JSON, or not a webhook message; "
-            "`fields.body` lists each problem. The post is kept, marked rejected. The Content-Type is not checked.",
+            "`fields.body` lists each problem. The post is recorded, marked rejected. The Content-Type is not checked.",
             "content": _json(
                 error,
                 _error(
@@ -406,7 +405,7 @@ def _pagerduty_responses():
         "400": {
             "description": "Refused, in PagerDuty's shape, whatever the reason: the body is not JSON or not a "
             f"valid event, it is over {limit} (PagerDuty's limit), or `routing_key` is missing, matches no "
-            "integration, belongs to another kind of integration or to a disabled one. The post is kept, "
+            "integration, belongs to another kind of integration or to a disabled one. The post is recorded, "
             "marked rejected.",
             "content": _json(
                 invalid,
@@ -422,7 +421,11 @@ def _pagerduty_responses():
             "headers": ALLOW_POST,
             "content": _json(
                 invalid,
-                {"status": "invalid event", "message": "Event object is invalid", "errors": ["Only POST is accepted here."]},
+                {
+                    "status": "invalid event",
+                    "message": "Event object is invalid",
+                    "errors": ["Only POST is accepted here."],
+                },
             ),
         },
         "5XX": RETRY,
@@ -485,7 +488,8 @@ PAGERDUTY_EXAMPLE = {
 }
 
 ALERTMANAGER_SETUP = """Prometheus Alertmanager's webhook receiver. Each post is one alert group: the
-group opens one incident, its alerts follow it, and the incident resolves when every alert has.
+group opens one incident, its alerts are tracked on it, and when every alert has resolved the incident
+moves to Resolved (or Mitigated: the integration's *resolve to*).
 
 **Set up.** {create} Then in `alertmanager.yml`:
 
@@ -514,8 +518,9 @@ GRAFANA_SETUP = """Grafana alerting's webhook contact point: the Alertmanager bo
 
 PAGERDUTY_SETUP = """PagerDuty Events API v2, request and response bodies as PagerDuty's own, for any
 tool that can send to PagerDuty. No `Authorization` header: the `routing_key` in the body is the
-credential. Each `dedup_key` is one alert group; trigger opens its incident, acknowledge is recorded
-on the timeline (it is not a person's acknowledgement) and resolve resolves it.
+credential. Each `dedup_key` is one alert group: trigger opens its incident, acknowledge is recorded
+on the timeline (it is not a person's acknowledgement) and resolve moves the incident to Resolved (or
+Mitigated: the integration's *resolve to*).
 
 **Set up.** {create} In the sending tool, use the integration key as the PagerDuty integration (routing)
 key, and `https://<this host>/api/v1/integrations/pagerduty/v2/enqueue` as the events URL, in place of

@@ -698,6 +698,8 @@ def test_schema_documents_auth_and_errors(client):
     }
     for path, operations in schema["paths"].items():
         assert path.startswith("/api/v1/")
+        if path.startswith("/api/v1/integrations/"):
+            continue  # alert ingestion: integration keys and senders' answers (tests/incidents/test_integration_schema.py)
         for method, operation in operations.items():
             assert {"401", "403", "429"} <= set(operation["responses"]), (method, path)
             assert {"ApiKey": []} in operation["security"]
