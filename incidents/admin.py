@@ -323,6 +323,22 @@ def _transition_action(to, label):
     return action
 
 
+def _severity_action(severity):
+    def action(modeladmin, request, queryset):
+        done, rejected = [], []
+        for incident in queryset:
+            try:
+                services.incident_severity_change(incident=incident, severity=severity, actor=request.user)
+                done.append(incident.reference)
+            except services.IncidentError as exc:
+                rejected.append((incident.reference, str(exc)))
+        _report(modeladmin, request, done, rejected)
+
+    action.__name__ = f"set_severity_{severity.level}"
+    action.short_description = f"Set severity to {severity} (selected incidents)"
+    return action
+
+
 @admin.action(description="Acknowledge (selected incidents)", permissions=["change"])
 def acknowledge(modeladmin, request, queryset):
     done, rejected = [], []
@@ -454,6 +470,15 @@ class IncidentAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # incidents are history: dismiss them instead
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if self.has_change_permission(request):
+            # Severities are data, so their actions are made from the table on each request.
+            for severity in Severity.objects.all():
+                action = _severity_action(severity)
+                actions[action.__name__] = (action, action.__name__, action.short_description)
+        return actions
 
     # -- columns
 

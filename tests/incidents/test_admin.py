@@ -405,3 +405,22 @@ def test_healthz_reports_503_when_the_database_does_not_answer(client, monkeypat
     monkeypatch.setattr(CursorWrapper, "execute", broken)
     response = client.get("/healthz")
     assert response.status_code == 503 and response.json()["status"] == "unavailable"
+
+
+def test_severity_list_action_changes_severity_through_the_service(admin_client, admin_user, sev1):
+    incident = declare("Getting worse", severity=SeverityFactory(level=3))
+    response = admin_client.post(
+        LIST_URL, {"action": "set_severity_1", "_selected_action": [incident.pk]}, follow=True
+    )
+    assert response.status_code == 200
+    incident.refresh_from_db()
+    assert incident.severity == sev1
+    event = incident.timeline.get(kind=TimelineEvent.Kind.SEVERITY_CHANGED)
+    assert event.data == {"from": 3, "to": 1} and event.actor == admin_user
+
+
+def test_viewer_is_offered_no_severity_action(client, viewer):
+    declare("Quiet")
+    client.force_login(viewer)
+    page = client.get(LIST_URL).content.decode()
+    assert "set_severity_1" not in page
