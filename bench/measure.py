@@ -11,7 +11,6 @@ test-client request after a warm-up request, at several page sizes for the lists
 grows with the page size is an N+1). The slowest query of a slow page is EXPLAIN ANALYZEd.
 """
 
-import argparse
 import cProfile
 import io
 import json
@@ -19,47 +18,30 @@ import os
 import platform
 import pstats
 import re
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results"
+from bench import common  # noqa: E402  (needs ROOT on the path)
+
+PROG = "bench/measure.py"
+RESULTS = common.RESULTS
 SECTION = "## Admin list and incident page (issue 2)"
 BENCH_USER = "bench-admin"
 SLOW_P50_MS = 200
+ms = common.ms
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.argument_parser(__doc__)
     parser.add_argument("--base-url", default="http://127.0.0.1:8765")
     parser.add_argument("--render-from", help="only rewrite the docs section from bench/results/<stamp>.json")
-    parser.add_argument("--duration", default="15s")
-    parser.add_argument("--warmup", default="5s")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"))
-    parser.add_argument("--command", default="bench/run.sh", help="the command line recorded in the docs")
-    parser.add_argument("--gunicorn", default="", help="the gunicorn command line recorded in the docs")
+    common.add_run_options(parser, command="bench/run.sh")
     return parser.parse_args()
-
-
-def setup_django():
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
-    import django
-
-    django.setup()
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        sys.exit("bench/measure.py: the benchmark runs on PostgreSQL only.")
-    return connection
 
 
 def bench_user():
@@ -116,33 +98,6 @@ def precheck(url, cookie):
     if status != 200:
         raise SystemExit(f"bench/measure.py: {url} answered {status}, not 200: {body[:300]!r}")
     return elapsed, len(body)
-
-
-def wrk(url, cookie, *, threads, connections, duration, timeout="30s"):
-    command = [
-        "/usr/bin/wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{duration}",
-        "--latency",
-        "--timeout",
-        timeout,
-        "-s",
-        str(ROOT / "bench" / "wrk_report.lua"),
-    ]
-    if cookie:
-        command += ["-H", f"Cookie: {cookie}"]
-    command.append(url)
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    match = re.search(r"^WRK_JSON (.*)$", output, re.MULTILINE)
-    if not match:
-        raise SystemExit(f"bench/measure.py: could not read wrk's output:\n{output}")
-    result = json.loads(match.group(1))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    result["non_2xx_3xx"] = int(non2xx.group(1)) if non2xx else 0
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    result["raw"] = output
-    return result
 
 
 def capture(client, url, host):
@@ -251,14 +206,6 @@ def dataset():
 
 
 def machine():
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     try:
         mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
         memory = f"{mem_kb / 1024 / 1024:.0f} GB RAM"
@@ -266,22 +213,9 @@ def machine():
         memory = "unknown RAM"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
-        f"{os.cpu_count()} cores ({cpu}), {memory}, {platform.system()} {platform.release()}, load {load:.2f} at start"
+        f"{os.cpu_count()} cores ({common.cpu_model()}), {memory}, {platform.system()} {platform.release()}, "
+        f"load {load:.2f} at start"
     )
-
-
-def git_revision():
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
-    except OSError:
-        return "unknown"
-    return head.strip() + (" with uncommitted changes" if dirty.strip() else "")
-
-
-def ms(microseconds):
-    value = microseconds / 1000
-    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
 
 
 def render(meta, endpoints, runs, counts, explains):
@@ -293,7 +227,7 @@ def render(meta, endpoints, runs, counts, explains):
         "about 40 s), starts gunicorn, measures, and rewrites this section; `REGENERATE=1` rebuilds the data, "
         "`DATABASE_URL` points it elsewhere. Raw output goes to `bench/results/` (not committed).",
         "",
-        f"Measured {meta['date']} with `{meta['command']}` (commit {meta['revision']}).",
+        common.measured_line(meta),
         "",
         f"- Machine: {meta['machine']}, {meta['load_after']} at the end; wrk, gunicorn and PostgreSQL share "
         f"these cores (and the machine is shared with other work, so compare ratios, not absolute figures). "
@@ -378,31 +312,12 @@ def shorten(sql, limit=110):
     return (sql[:limit] + "…" if len(sql) > limit else sql).replace("|", "\\|").replace("`", "'")
 
 
-def write_section(path, text):
-    path = Path(path)
-    current = (
-        path.read_text()
-        if path.exists()
-        else (
-            "# Benchmarks\n\nMethod and reference figures: `/work/shared/reference/BENCHMARKS.md`. Each section is "
-            "written by the script named in it; re-running the script replaces only its own section.\n"
-        )
-    )
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text.rstrip("\n") + "\n\n", current, count=1).rstrip("\n") + "\n"
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(updated)
-
-
 def main():
     args = parse_args()
     if args.render_from:  # rewrite the docs section from an earlier run's raw results
         publish(json.loads(Path(args.render_from).read_text()), args.docs)
         return
-    setup_django()
+    common.setup_django("bench.settings", PROG)
     from incidents.models import Incident  # noqa: F401  (apps are ready)
 
     base = args.base_url.rstrip("/")
@@ -438,16 +353,17 @@ def main():
             "admin_model": "incidents.openincident",
         },
     ]
+    date, stamp = common.now()
     meta = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "stamp": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+        "date": date,
+        "stamp": stamp,
         "command": args.command,
-        "revision": git_revision(),
+        "revision": common.git_revision(),
         "machine": machine(),
         "gunicorn": args.gunicorn,
         "runs": args.runs,
         "warmup": args.warmup,
-        "wrk": f"wrk -t{args.threads} -c{args.connections} -d{args.duration} --latency --timeout 30s",
+        "wrk": common.wrk_command_line(args),
     }
     meta.update(dataset())
     print(
@@ -463,30 +379,20 @@ def main():
             f"  queries {name}: {entry['queries']} ({entry['sql_ms']:.1f} ms SQL), by page size {entry['by_page_size']}"
         )
 
-    for endpoint in endpoints:
-        wrk(
-            base + endpoint["path"],
-            cookie if endpoint["auth"] else None,
-            threads=args.threads,
-            connections=args.connections,
-            duration=args.warmup,
+    by_name = {e["name"]: e for e in endpoints}
+
+    def target(name, run):
+        endpoint = by_name[name]
+        headers = [f"Cookie: {cookie}"] if endpoint["auth"] else []
+        return {"url": base + endpoint["path"], "script": ROOT / "bench" / "wrk_report.lua", "headers": headers}
+
+    def line(run, name, r):
+        return (
+            f"  run {run + 1} {name:<13} {r['rps']:8.1f} req/s  p50 {ms(r['p50_us']):>8}  p95 {ms(r['p95_us']):>8}  "
+            f"p99 {ms(r['p99_us']):>8}  non-2xx/3xx {r['non_2xx_3xx']}"
         )
-    runs = {e["name"]: [] for e in endpoints}
-    for run in range(1, args.runs + 1):
-        for endpoint in endpoints:
-            result = wrk(
-                base + endpoint["path"],
-                cookie if endpoint["auth"] else None,
-                threads=args.threads,
-                connections=args.connections,
-                duration=args.duration,
-            )
-            runs[endpoint["name"]].append(result)
-            print(
-                f"  run {run} {endpoint['name']:<13} {result['rps']:8.1f} req/s  p50 {ms(result['p50_us']):>8}  "
-                f"p95 {ms(result['p95_us']):>8}  p99 {ms(result['p99_us']):>8}  non-2xx/3xx {result['non_2xx_3xx']}",
-                flush=True,
-            )
+
+    runs = common.interleaved(args, list(by_name), prog=PROG, target=target, line=line)
 
     for endpoint in endpoints:
         entry = counts[endpoint["name"]]
@@ -527,7 +433,7 @@ def findings(endpoints, runs, counts):
 def publish(raw, docs):
     explains = findings(raw["endpoints"], raw["runs"], raw["queries"])
     text = render(raw["meta"], raw["endpoints"], raw["runs"], raw["queries"], explains)
-    write_section(docs, text)
+    common.write_section(docs, SECTION, text)
     print(text)
 
 

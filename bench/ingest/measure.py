@@ -12,21 +12,21 @@ warm-up, every run interleaved across them so drift of a shared machine hits all
 Query counts come from CaptureQueriesContext around a test-client request after a warm-up request.
 """
 
-import argparse
 import json
 import os
 import platform
-import re
-import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results"
+from bench import common  # noqa: E402  (needs ROOT on the path)
+
+PROG = "bench/ingest/measure.py"
+RESULTS = common.RESULTS
+ms = common.ms
 SCRIPT = ROOT / "bench" / "ingest" / "post.lua"
 SECTION = "## Alert ingestion (issue 3)"
 AM_PATH = "/api/v1/integrations/alertmanager/"
@@ -39,56 +39,11 @@ ENDPOINTS = [
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.argument_parser(__doc__)
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--key", required=True, help="the Alertmanager integration's key")
-    parser.add_argument("--duration", default="15s")
-    parser.add_argument("--warmup", default="5s")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"))
-    parser.add_argument("--command", default="bench/ingest/run.sh", help="the command line recorded in the docs")
-    parser.add_argument("--gunicorn", default="", help="the gunicorn command line recorded in the docs")
+    common.add_run_options(parser, command="bench/ingest/run.sh")
     return parser.parse_args()
-
-
-def setup_django():
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.ingest.settings")
-    import django
-
-    django.setup()
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        sys.exit("bench/ingest/measure.py: the benchmark runs on PostgreSQL only.")
-
-
-def wrk(url, mode, key, tag, *, threads, connections, duration):
-    command = [
-        "/usr/bin/wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{duration}",
-        "--latency",
-        "--timeout",
-        "30s",
-        "-s",
-        str(SCRIPT),
-        url,
-        "--",
-        mode,
-        key,
-        tag,
-    ]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    match = re.search(r"^WRK_JSON (.*)$", output, re.MULTILINE)
-    if not match:
-        raise SystemExit(f"bench/ingest/measure.py: could not read wrk's output:\n{output}")
-    result = json.loads(match.group(1))
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    result["raw"] = output
-    return result
 
 
 def precheck(base_url, key):
@@ -103,7 +58,7 @@ def precheck(base_url, key):
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             if response.status != 200:
-                raise SystemExit(f"bench/ingest/measure.py: {path} answered {response.status}")
+                raise SystemExit(f"{PROG}: {path} answered {response.status}")
 
 
 def query_counts(key):
@@ -189,17 +144,9 @@ def machine():
         pg = cursor.fetchone()[0]
         cursor.execute("SHOW synchronous_commit")
         sync = cursor.fetchone()[0]
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
         "cores": os.cpu_count(),
-        "cpu": cpu,
+        "cpu": common.cpu_model(),
         "kernel": platform.release(),
         "postgresql": pg,
         "synchronous_commit": sync,
@@ -207,24 +154,11 @@ def machine():
     }
 
 
-def git_revision():
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
-        return rev.strip() + (" with uncommitted changes" if dirty.strip() else "")
-    except OSError:
-        return "unknown"
-
-
-def ms(us):
-    return f"{us / 1000:.1f} ms" if us < 10_000 else f"{us / 1000:.0f} ms"
-
-
 def render(meta, runs, counts, serial, result):
     lines = [
         SECTION,
         "",
-        f"Measured {meta['date']} with `{meta['command']}` (commit {meta['revision']}).",
+        common.measured_line(meta),
         "",
         f"- Machine: {meta['machine']['cores']} cores ({meta['machine']['cpu']}), Linux {meta['machine']['kernel']}, "
         f"load {meta['machine']['load']:.2f} at start, {meta['load_after']:.2f} at the end; wrk, gunicorn and "
@@ -276,61 +210,45 @@ def render(meta, runs, counts, serial, result):
     return "\n".join(lines)
 
 
-def write_section(path, text):
-    path = Path(path)
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text, current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    path.write_text(updated.rstrip("\n") + "\n")
-
-
 def main():
     args = parse_args()
-    setup_django()
+    common.setup_django("bench.ingest.settings", PROG)
     from incidents.models import Incident
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    now = datetime.now(UTC)
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    date, stamp = common.now()
     meta = {
-        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "date": date,
         "stamp": stamp,
         "command": args.command,
         "gunicorn": args.gunicorn,
-        "revision": git_revision(),
+        "revision": common.git_revision(),
         "machine": machine(),
         "runs": args.runs,
         "warmup": args.warmup,
         "incidents_before": Incident.objects.count(),
-        "wrk": f"wrk -t{args.threads} -c{args.connections} -d{args.duration} --latency --timeout 30s "
-        "-s bench/ingest/post.lua URL -- MODE KEY",
+        "wrk": f"{common.wrk_command_line(args)} -s bench/ingest/post.lua URL -- MODE KEY",
     }
     precheck(args.base_url, args.key)
     counts = query_counts(args.key)
     print("queries per post:", counts, flush=True)
 
-    options = {"threads": args.threads, "connections": args.connections}
-    for name, path, _ in ENDPOINTS:
-        wrk(args.base_url + path, name, args.key, f"warm{stamp}", duration=args.warmup, **options)
-    runs = {name: [] for name, _, _ in ENDPOINTS}
-    for run in range(args.runs):
-        for name, path, _ in ENDPOINTS:
-            result = wrk(args.base_url + path, name, args.key, f"{stamp}r{run}", duration=args.duration, **options)
-            runs[name].append(result)
-            print(
-                f"run {run + 1} {name}: {result['rps']:.0f} posts/s, p50 {ms(result['p50_us'])}, "
-                f"p99 {ms(result['p99_us'])}",
-                flush=True,
-            )
+    paths = {name: path for name, path, _ in ENDPOINTS}
+
+    def target(name, run):
+        tag = f"warm{stamp}" if run is None else f"{stamp}r{run}"
+        return {"url": args.base_url + paths[name], "script": SCRIPT, "script_args": [name, args.key, tag]}
+
+    def line(run, name, r):
+        return f"run {run + 1} {name}: {r['rps']:.0f} posts/s, p50 {ms(r['p50_us'])}, p99 {ms(r['p99_us'])}"
+
+    runs = common.interleaved(args, list(paths), prog=PROG, target=target, line=line)
     serial = serial_time(args.base_url, args.key)
     result = outcome(args.key)
     meta["load_after"] = os.getloadavg()[0]
 
     text = render(meta, runs, counts, serial, result)
-    write_section(args.docs, text)
+    common.write_section(args.docs, SECTION, text)
     (RESULTS / f"ingest-{stamp}.json").write_text(
         json.dumps({"meta": meta, "runs": runs, "queries": counts, "serial_ms": serial, "outcome": result}, indent=2)
     )

@@ -18,33 +18,19 @@
 #
 # Settings: BENCH_DURATION (15s), BENCH_WARMUP (5s), BENCH_RUNS (2), BENCH_PORT (8766), BENCH_DOCS (the
 # file to write the section into, docs/benchmarks.md). Needs PostgreSQL,
-# wrk (/usr/bin/wrk) and the project's .venv.
+# wrk (/usr/bin/wrk) and the project's .venv. Shared steps: bench/common.sh.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
-PY="$ROOT/.venv/bin/python"
-RESULTS="$ROOT/bench/results"
-mkdir -p "$RESULTS"
+BENCH_NAME=bench/ingest/run.sh
+# shellcheck source=bench/common.sh
+source "$ROOT/bench/common.sh"
 
-export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/incidents_bench_ingest}"
-export DJANGO_SETTINGS_MODULE=bench.ingest.settings
-export DJANGO_DEBUG=false
-export DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-bench-$("$PY" -c 'import secrets; print(secrets.token_urlsafe(40))')}"
+bench_environment incidents_bench_ingest bench.ingest.settings ERROR  # 4xx warnings would flood the log
 export DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost"
-export DJANGO_SECURE_SSL_REDIRECT=false DJANGO_SESSION_COOKIE_SECURE=false DJANGO_CSRF_COOKIE_SECURE=false
-export LOG_LEVEL="${LOG_LEVEL:-ERROR}"  # 4xx warnings would flood the log
-export DJANGO_STATIC_ROOT="$RESULTS/staticfiles"
-mkdir -p "$DJANGO_STATIC_ROOT"
-PORT="${BENCH_PORT:-8766}"
 
-case "$DATABASE_URL" in
-  postgres://*|postgresql://*|pgsql://*) ;;
-  *) echo "bench/ingest/run.sh: DATABASE_URL must point at PostgreSQL, not $DATABASE_URL" >&2; exit 2 ;;
-esac
-
-echo "== data ($DATABASE_URL)"
-"$PY" bench/generate.py --if-empty --incidents "${BENCH_INCIDENTS:-200000}" --events-per-incident "${BENCH_EVENTS:-10}"
+generate_data --if-empty
 "$PY" manage.py migrate --noinput -v0
 "$PY" manage.py shell -c "
 from django.db import connection
@@ -56,35 +42,6 @@ Integration.objects.filter(name__startswith='bench ').delete()
 "
 KEY="$("$PY" manage.py create_integration alertmanager "bench $(date -u +%Y%m%dT%H%M%S)" 2>/dev/null)"
 
-echo "== gunicorn on 127.0.0.1:$PORT"
-if (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-  echo "bench/ingest/run.sh: port $PORT is already in use; set BENCH_PORT" >&2
-  exit 2
-fi
-GUNICORN_ARGS=(incidents_site.wsgi:application --workers 2 --worker-class sync --bind "127.0.0.1:$PORT"
-  --timeout 120 --pid "$RESULTS/gunicorn-ingest.pid" --error-logfile "$RESULTS/gunicorn-ingest.log")
-"$ROOT/.venv/bin/gunicorn" "${GUNICORN_ARGS[@]}" &
-GUNICORN_PID=$!
-stop_gunicorn() {
-  if kill -0 "$GUNICORN_PID" 2>/dev/null; then
-    kill -TERM "$GUNICORN_PID"
-    wait "$GUNICORN_PID" 2>/dev/null || true
-  fi
-}
-trap stop_gunicorn EXIT
-for _ in $(seq 1 60); do
-  if "$PY" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/healthz', timeout=2)" 2>/dev/null; then
-    break
-  fi
-  if ! kill -0 "$GUNICORN_PID" 2>/dev/null; then
-    echo "bench/ingest/run.sh: gunicorn exited; see $RESULTS/gunicorn-ingest.log" >&2
-    exit 1
-  fi
-  sleep 0.5
-done
+start_gunicorn 8766 gunicorn-ingest
 
-echo "== measuring"
-"$PY" bench/ingest/measure.py --base-url "http://127.0.0.1:$PORT" --key "$KEY" \
-  --duration "${BENCH_DURATION:-15s}" --warmup "${BENCH_WARMUP:-5s}" --runs "${BENCH_RUNS:-2}" \
-  --command "bench/ingest/run.sh" --gunicorn "gunicorn ${GUNICORN_ARGS[*]:0:7}" \
-  --docs "${BENCH_DOCS:-$ROOT/docs/benchmarks.md}"
+run_measure bench/ingest/measure.py --key "$KEY"
