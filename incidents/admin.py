@@ -300,7 +300,15 @@ TRANSITION_ACTIONS = [
 ]
 
 
-def _report(modeladmin, request, done, rejected):
+def _apply_to_each(modeladmin, request, queryset, change):
+    """Run one service call per selected incident; report what changed and why the rest did not."""
+    done, rejected = [], []
+    for incident in queryset:
+        try:
+            change(incident)
+            done.append(incident.reference)
+        except services.IncidentError as exc:
+            rejected.append((incident.reference, str(exc)))
     if done:
         modeladmin.message_user(request, f"Updated {len(done)}: {', '.join(done)}.", messages.SUCCESS)
     for reference, reason in rejected:
@@ -310,14 +318,12 @@ def _report(modeladmin, request, done, rejected):
 def _transition_action(to, label):
     @admin.action(description=f"{label} (selected incidents)", permissions=["change"])
     def action(modeladmin, request, queryset):
-        done, rejected = [], []
-        for incident in queryset:
-            try:
-                services.incident_transition(incident=incident, to=to, actor=request.user)
-                done.append(incident.reference)
-            except services.IncidentError as exc:
-                rejected.append((incident.reference, str(exc)))
-        _report(modeladmin, request, done, rejected)
+        _apply_to_each(
+            modeladmin,
+            request,
+            queryset,
+            lambda incident: services.incident_transition(incident=incident, to=to, actor=request.user),
+        )
 
     action.__name__ = f"transition_to_{to}"
     return action
@@ -325,14 +331,14 @@ def _transition_action(to, label):
 
 def _severity_action(severity):
     def action(modeladmin, request, queryset):
-        done, rejected = [], []
-        for incident in queryset:
-            try:
-                services.incident_severity_change(incident=incident, severity=severity, actor=request.user)
-                done.append(incident.reference)
-            except services.IncidentError as exc:
-                rejected.append((incident.reference, str(exc)))
-        _report(modeladmin, request, done, rejected)
+        _apply_to_each(
+            modeladmin,
+            request,
+            queryset,
+            lambda incident: services.incident_severity_change(
+                incident=incident, severity=severity, actor=request.user
+            ),
+        )
 
     action.__name__ = f"set_severity_{severity.level}"
     action.short_description = f"Set severity to {severity} (selected incidents)"
@@ -341,26 +347,23 @@ def _severity_action(severity):
 
 @admin.action(description="Acknowledge (selected incidents)", permissions=["change"])
 def acknowledge(modeladmin, request, queryset):
-    done, rejected = [], []
-    for incident in queryset:
-        try:
-            services.incident_acknowledge(incident=incident, actor=request.user)
-            done.append(incident.reference)
-        except services.IncidentError as exc:
-            rejected.append((incident.reference, str(exc)))
-    _report(modeladmin, request, done, rejected)
+    _apply_to_each(
+        modeladmin,
+        request,
+        queryset,
+        lambda incident: services.incident_acknowledge(incident=incident, actor=request.user),
+    )
+
+
+def _reopen_one(incident, actor):
+    if incident.status not in (Status.RESOLVED, Status.POSTMORTEM):
+        raise services.IncidentError("only resolved incidents and those in post-mortem can be reopened.")
+    services.incident_transition(incident=incident, to=Status.RESPONDING, actor=actor, note="Reopened")
 
 
 @admin.action(description="Reopen (selected resolved incidents)", permissions=["change"])
 def reopen(modeladmin, request, queryset):
-    done, rejected = [], []
-    for incident in queryset:
-        if incident.status not in (Status.RESOLVED, Status.POSTMORTEM):
-            rejected.append((incident.reference, "only resolved incidents and those in post-mortem can be reopened."))
-            continue
-        services.incident_transition(incident=incident, to=Status.RESPONDING, actor=request.user, note="Reopened")
-        done.append(incident.reference)
-    _report(modeladmin, request, done, rejected)
+    _apply_to_each(modeladmin, request, queryset, lambda incident: _reopen_one(incident, request.user))
 
 
 class DuplicateForm(forms.Form):
