@@ -18,7 +18,16 @@ from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 from . import services
-from .models import Incident, OpenIncident, RoleAssignment, Service, ServiceGroup, Severity, TimelineEvent
+from .models import (
+    Incident,
+    IncidentMember,
+    OpenIncident,
+    RoleAssignment,
+    Service,
+    ServiceGroup,
+    Severity,
+    TimelineEvent,
+)
 
 Status = Incident.Status
 REFERENCE_RE = re.compile(r"^(?:INC-?)?(\d+)$", re.IGNORECASE)
@@ -124,6 +133,10 @@ def describe_event(event):
             else data.get("role")
         )
         text = f"{role}: {data.get('from') or '—'} → {data.get('to') or '—'}"
+    elif event.kind == TimelineEvent.Kind.RESTRICTION_CHANGED:
+        text = "restricted to its participants" if data.get("to") else "restriction lifted"
+    elif event.kind in (TimelineEvent.Kind.MEMBER_ADDED, TimelineEvent.Kind.MEMBER_REMOVED):
+        text = data.get("user") or ""
     elif event.kind == TimelineEvent.Kind.FIELDS_CHANGED:
         text = "; ".join(f"{name}: {before!r} → {after!r}" for name, (before, after) in data.items())
     else:
@@ -243,6 +256,58 @@ class AssignRoleInline(admin.TabularInline):
         return super().get_queryset(request).none()
 
 
+class MemberListForm(forms.ModelForm):
+    remove = forms.BooleanField(required=False, help_text="Take this person off the incident.")
+
+    class Meta:
+        model = IncidentMember
+        fields = ("remove",)
+
+
+class MemberListInline(admin.TabularInline):
+    """People added explicitly to a restricted incident (role holders can see it anyway)."""
+
+    model = IncidentMember
+    form = MemberListForm
+    verbose_name_plural = "members (see a restricted incident without a role)"
+    fields = ("user", "added_at", "added_by", "remove")
+    readonly_fields = ("user", "added_at", "added_by")
+    extra = 0
+    can_delete = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user", "added_by")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class AddMemberForm(forms.ModelForm):
+    class Meta:
+        model = IncidentMember
+        fields = ("user",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["user"].queryset = self.fields["user"].queryset.filter(is_active=True, is_staff=True)
+
+    def _post_clean(self):
+        pass  # adding someone twice is a no-op in the service, not a form error
+
+
+class AddMemberInline(admin.TabularInline):
+    model = IncidentMember
+    form = AddMemberForm
+    verbose_name = "member"
+    verbose_name_plural = "add a member"
+    extra = 1
+    max_num = 1
+    can_delete = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).none()
+
+
 # ---- the incident form --------------------------------------------------------------------------
 
 
@@ -252,7 +317,16 @@ class IncidentForm(forms.ModelForm):
 
     class Meta:
         model = Incident
-        fields = ("title", "summary", "severity", "services", "started_at", "detected_at", "recurrence_of")
+        fields = (
+            "title",
+            "summary",
+            "severity",
+            "services",
+            "is_restricted",
+            "started_at",
+            "detected_at",
+            "recurrence_of",
+        )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -399,7 +473,16 @@ class IncidentAdmin(admin.ModelAdmin):
         "last_update",
     )
     list_display_links = ("reference", "title")
-    list_filter = ("status", "severity", ServiceFilter, CommanderFilter, OpenFilter, "detected_at", "resolved_at")
+    list_filter = (
+        "status",
+        "severity",
+        ServiceFilter,
+        CommanderFilter,
+        OpenFilter,
+        "is_restricted",
+        "detected_at",
+        "resolved_at",
+    )
     search_fields = ("title", "summary")
     search_help_text = "Reference (INC-1042), or words from the title or summary."
     list_select_related = ("severity", "commander")
@@ -408,7 +491,7 @@ class IncidentAdmin(admin.ModelAdmin):
     paginator = LargeTablePaginator
     autocomplete_fields = ("services", "recurrence_of")
     actions = [acknowledge, *(_transition_action(to, label) for to, label in TRANSITION_ACTIONS), reopen]
-    inlines = [RoleHistoryInline, AssignRoleInline, TimelineInline, AddNoteInline]
+    inlines = [RoleHistoryInline, AssignRoleInline, MemberListInline, AddMemberInline, TimelineInline, AddNoteInline]
     readonly_fields = (
         "reference",
         "status",
@@ -423,7 +506,21 @@ class IncidentAdmin(admin.ModelAdmin):
         "last_activity_at",
     )
     fieldsets = (
-        (None, {"fields": ("reference", "status", "title", "summary", "severity", "services", "loaded_version")}),
+        (
+            None,
+            {
+                "fields": (
+                    "reference",
+                    "status",
+                    "title",
+                    "summary",
+                    "severity",
+                    "services",
+                    "is_restricted",
+                    "loaded_version",
+                )
+            },
+        ),
         (
             "Timing",
             {
@@ -441,13 +538,14 @@ class IncidentAdmin(admin.ModelAdmin):
         ("Record", {"classes": ("collapse",), "fields": ("commander", "created_at", "updated_at", "last_activity_at")}),
     )
     add_fieldsets = (
-        (None, {"fields": ("title", "summary", "severity", "services")}),
+        (None, {"fields": ("title", "summary", "severity", "services", "is_restricted")}),
         ("Timing", {"fields": ("started_at", "detected_at")}),
         ("Links", {"fields": ("recurrence_of",)}),
     )
 
     def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related("services")
+        # Everything on the incident pages (inlines, buttons, autocomplete) starts from here.
+        return super().get_queryset(request).visible_to(request.user).prefetch_related("services")
 
     def add_view(self, request, form_url="", extra_context=None):
         return super().add_view(request, form_url, {"title": "Declare an incident", **(extra_context or {})})
@@ -522,6 +620,7 @@ class IncidentAdmin(admin.ModelAdmin):
                 started_at=data["started_at"],
                 detected_at=data["detected_at"],
                 recurrence_of=data["recurrence_of"],
+                restricted=data["is_restricted"],
             )
             obj.pk = created.pk
             obj.refresh_from_db()
@@ -536,6 +635,7 @@ class IncidentAdmin(admin.ModelAdmin):
             **fields,
         )
         services.incident_severity_change(incident=obj, severity=data["severity"], actor=request.user)
+        services.incident_restriction_set(incident=obj, restricted=data["is_restricted"], actor=request.user)
         obj.refresh_from_db()
 
     def save_related(self, request, form, formsets, change):
@@ -553,6 +653,10 @@ class IncidentAdmin(admin.ModelAdmin):
                 services.role_relieve(assignment=inline_form.instance, actor=request.user)
             elif isinstance(inline_form, AssignRoleForm) and data.get("role") and data.get("user"):
                 services.role_assign(incident=incident, role=data["role"], user=data["user"], actor=request.user)
+            elif isinstance(inline_form, MemberListForm) and data.get("remove"):
+                services.incident_member_remove(member=inline_form.instance, actor=request.user)
+            elif isinstance(inline_form, AddMemberForm) and data.get("user"):
+                services.incident_member_add(incident=incident, user=data["user"], actor=request.user)
             elif isinstance(inline_form, NoteForm) and data.get("body"):
                 services.timeline_note_add(
                     incident=incident, actor=request.user, body=data["body"], occurred_at=data.get("occurred_at")

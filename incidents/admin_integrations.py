@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from . import ingestion
-from .models import Alert, AlertGroup, AlertPayload, Integration
+from .models import Alert, AlertGroup, AlertPayload, Integration, visible_incident_rows
 
 ENDPOINTS = {
     Integration.Kind.ALERTMANAGER: "/api/v1/integrations/alertmanager/",
@@ -160,6 +160,11 @@ ROUTING_KEY_RE = re.compile(r'("routing_key"\s*:\s*")([^"]{0,8})[^"]*(")')
 
 
 class ReadOnlyMixin:
+    """Records of what senders posted: read-only, and hidden with the restricted incident they belong to."""
+
+    def get_queryset(self, request):
+        return visible_incident_rows(super().get_queryset(request), request.user)
+
     def has_add_permission(self, request, obj=None):
         return False
 

@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 
@@ -75,9 +75,35 @@ RESOLVED_OR_LATER = ("resolved", "postmortem", "closed")
 ENDED = ("closed", "dismissed")
 
 
+VIEW_ALL_RESTRICTED = "incidents.view_restricted_incident"
+
+
 class IncidentQuerySet(models.QuerySet):
     def open(self):
         return self.filter(status__in=Incident.OPEN_STATUSES)
+
+    def visible_to(self, user):
+        """The one visibility rule: every surface that lists or fetches incidents goes through it.
+
+        A restricted incident is visible to its role holders (past and present), its explicit
+        members, and holders of the global permission. EXISTS subqueries, not a join and DISTINCT,
+        so a page of 50 still walks the (status, date) indexes.
+        """
+        if user.is_active and (user.is_superuser or user.has_perm(VIEW_ALL_RESTRICTED)):
+            return self
+        if not user.is_authenticated or not user.is_active:
+            return self.filter(is_restricted=False)
+        held_role = RoleAssignment.objects.filter(incident=OuterRef("pk"), user=user)
+        member = IncidentMember.objects.filter(incident=OuterRef("pk"), user=user)
+        return self.filter(Q(is_restricted=False) | Exists(held_role) | Exists(member))
+
+
+def visible_incident_rows(queryset, user, field="incident"):
+    """Rows that belong to an incident (alerts, payloads, …): those without one, or whose incident the user may see."""
+    visible = Incident.objects.visible_to(user)
+    if not visible.query.where:  # sees everything
+        return queryset
+    return queryset.filter(Q(**{f"{field}__isnull": True}) | Exists(visible.filter(pk=OuterRef(field))))
 
 
 class Incident(models.Model):
@@ -124,6 +150,11 @@ class Incident(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True, editable=False)
     closed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
+    is_restricted = models.BooleanField(
+        "restricted",
+        default=False,
+        help_text="Visible only to its role holders, its members and people allowed to see all restricted incidents.",
+    )
     recurrence_of = models.ForeignKey(
         "self",
         null=True,
@@ -162,6 +193,7 @@ class Incident(models.Model):
 
     class Meta:
         ordering = ["-detected_at", "-id"]
+        permissions = [("view_restricted_incident", "Can view all restricted incidents")]
         indexes = [
             models.Index(fields=["-detected_at", "-id"], name="incident_detected_idx"),
             models.Index(fields=["status", "-detected_at"], name="incident_status_detected_idx"),
@@ -286,6 +318,24 @@ class RoleAssignment(models.Model):
         return self.relieved_at is None
 
 
+class IncidentMember(models.Model):
+    """Someone added explicitly to a restricted incident (role holders see it anyway)."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="incident_memberships")
+    added_at = models.DateTimeField(default=timezone.now)
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["added_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["incident", "user"], name="incident_member_once")]
+
+    def __str__(self):
+        return f"{self.user} on {self.incident_id}"
+
+
 class TimelineEvent(models.Model):
     """Append-only history of an incident. System events are written only by the services."""
 
@@ -298,6 +348,9 @@ class TimelineEvent(models.Model):
         ROLE_RELIEVED = "role_relieved", "Role relieved"
         FIELDS_CHANGED = "fields_changed", "Details changed"
         NOTE = "note", "Note"
+        RESTRICTION_CHANGED = "restriction_changed", "Restriction changed"
+        MEMBER_ADDED = "member_added", "Member added"
+        MEMBER_REMOVED = "member_removed", "Member removed"
         ALERT = "alert", "Alert"  # written by alert ingestion: alerts firing, resolving, acknowledged
 
     incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="timeline")

@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from .models import Incident, ReferenceCounter, RoleAssignment, Severity, TimelineEvent
+from .models import Incident, IncidentMember, ReferenceCounter, RoleAssignment, Severity, TimelineEvent
 
 Status = Incident.Status
 Kind = TimelineEvent.Kind
@@ -96,7 +96,16 @@ def timeline_event_record(*, incident, kind, actor=None, occurred_at=None, body=
 
 @transaction.atomic
 def incident_declare(
-    *, title, severity, actor, summary="", services=(), started_at=None, detected_at=None, recurrence_of=None
+    *,
+    title,
+    severity,
+    actor,
+    summary="",
+    services=(),
+    started_at=None,
+    detected_at=None,
+    recurrence_of=None,
+    restricted=False,
 ):
     detected_at = _when(detected_at)
     if started_at is not None and started_at > detected_at:
@@ -110,6 +119,7 @@ def incident_declare(
         detected_at=detected_at,
         last_activity_at=detected_at,
         recurrence_of=recurrence_of,
+        is_restricted=restricted,
     )
     incident.services.set(services)
     timeline_event_record(
@@ -123,6 +133,7 @@ def incident_declare(
             "services": sorted(s.slug for s in services),
             "started_at": _iso(started_at),
             "recurrence_of": recurrence_of.reference if recurrence_of else None,
+            "restricted": restricted,
         },
     )
     return incident
@@ -384,3 +395,42 @@ def timeline_note_add(*, incident, actor, body, occurred_at=None):
     return timeline_event_record(
         incident=incident, kind=Kind.NOTE, actor=actor, occurred_at=_when(occurred_at), body=body
     )
+
+
+@transaction.atomic
+def incident_restriction_set(*, incident, restricted, actor, note=""):
+    """Restrict an incident to its participants, or lift the restriction; both are on the timeline."""
+    incident = _lock(incident)
+    if incident.is_restricted == restricted:
+        return incident
+    incident.is_restricted = restricted
+    incident.version += 1
+    incident.save(update_fields=["is_restricted", "version", "updated_at"])
+    timeline_event_record(
+        incident=incident,
+        kind=Kind.RESTRICTION_CHANGED,
+        actor=actor,
+        body=note,
+        data={"from": not restricted, "to": restricted},
+    )
+    return incident
+
+
+@transaction.atomic
+def incident_member_add(*, incident, user, actor):
+    """Let someone see a restricted incident without giving them a role."""
+    incident = _lock(incident)
+    member, created = IncidentMember.objects.get_or_create(incident=incident, user=user, defaults={"added_by": actor})
+    if created:
+        timeline_event_record(incident=incident, kind=Kind.MEMBER_ADDED, actor=actor, data={"user": _username(user)})
+    return member
+
+
+@transaction.atomic
+def incident_member_remove(*, member, actor):
+    incident = _lock(member.incident)
+    deleted, _ = IncidentMember.objects.filter(pk=member.pk).delete()
+    if deleted:
+        timeline_event_record(
+            incident=incident, kind=Kind.MEMBER_REMOVED, actor=actor, data={"user": _username(member.user)}
+        )

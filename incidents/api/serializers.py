@@ -57,6 +57,11 @@ class IncidentReferenceField(serializers.RelatedField):
             kwargs.setdefault("queryset", Incident.objects.all())
         super().__init__(**kwargs)
 
+    def get_queryset(self):
+        request = self.context.get("request")
+        incidents = super().get_queryset()
+        return incidents.visible_to(request.user) if request is not None else incidents.none()
+
     def to_internal_value(self, data):
         match = re.fullmatch(r"INC-(\d{1,9})", data.strip(), re.IGNORECASE) if isinstance(data, str) else None
         if match is None:
@@ -82,6 +87,9 @@ class IncidentSerializer(serializers.ModelSerializer):
     duplicate_of = IncidentReferenceField(read_only=True, allow_null=True)
     status = serializers.ChoiceField(choices=Status.choices, read_only=True)
     is_open = serializers.BooleanField(read_only=True)
+    restricted = serializers.BooleanField(
+        source="is_restricted", read_only=True, help_text="Visible only to its participants."
+    )
     allowed_transitions = serializers.ListField(
         child=serializers.ChoiceField(choices=Status.choices),
         read_only=True,
@@ -98,6 +106,7 @@ class IncidentSerializer(serializers.ModelSerializer):
             "summary",
             "status",
             "is_open",
+            "restricted",
             "allowed_transitions",
             "severity",
             "services",
@@ -131,6 +140,11 @@ class IncidentInputSerializer(serializers.Serializer):
     detected_at = serializers.DateTimeField(required=False, help_text="Defaults to now.")
     recurrence_of = IncidentReferenceField(
         required=False, allow_null=True, help_text="An earlier incident this one repeats, e.g. INC-1042."
+    )
+    restricted = serializers.BooleanField(
+        source="is_restricted",
+        required=False,
+        help_text="Restrict it to its role holders, members and those who may see all restricted incidents.",
     )
 
 

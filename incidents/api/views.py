@@ -86,9 +86,10 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
     }
 
     def get_queryset(self):
-        if self.action in ("list", "retrieve"):
-            return self.incidents_for_output()
-        return Incident.objects.all()  # writes reload the incident for their response
+        # Writes reload the incident for their response; every action sees only what the user may see
+        # (a restricted incident is a 404 for others, so its existence does not leak).
+        incidents = self.incidents_for_output() if self.action in ("list", "retrieve") else Incident.objects.all()
+        return incidents.visible_to(self.request.user)
 
     @staticmethod
     def incidents_for_output():
@@ -165,7 +166,7 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
     )
     def create(self, request):
         data = self.validated()
-        incident = services.incident_declare(actor=request.user, **data)
+        incident = services.incident_declare(actor=request.user, restricted=data.pop("is_restricted", False), **data)
         return self.incident_response(incident, status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -179,12 +180,17 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         incident = self.get_object()
         data = self.validated(partial=True)
         severity = data.pop("severity", None)
+        restricted = data.pop("is_restricted", None)
         with transaction.atomic():
             incident = services.incident_update(
                 incident=incident, actor=request.user, expected_version=self.expected_version(incident), **data
             )
             if severity is not None:
                 incident = services.incident_severity_change(incident=incident, severity=severity, actor=request.user)
+            if restricted is not None:
+                incident = services.incident_restriction_set(
+                    incident=incident, restricted=restricted, actor=request.user
+                )
         return self.incident_response(incident)
 
     @extend_schema(

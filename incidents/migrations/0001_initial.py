@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,176 +15,412 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='ReferenceCounter',
+            name="ReferenceCounter",
             fields=[
-                ('name', models.CharField(max_length=50, primary_key=True, serialize=False)),
-                ('last_value', models.PositiveIntegerField()),
+                ("name", models.CharField(max_length=50, primary_key=True, serialize=False)),
+                ("last_value", models.PositiveIntegerField()),
             ],
         ),
         migrations.CreateModel(
-            name='Service',
+            name="Service",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('slug', models.SlugField(max_length=100, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('owning_team', models.CharField(blank=True, max_length=100)),
-                ('contact', models.CharField(blank=True, help_text='E-mail, chat channel or pager of the owning team.', max_length=200)),
-                ('is_public', models.BooleanField(default=False, help_text='Shown as a component on the public status page.')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100, unique=True)),
+                ("slug", models.SlugField(max_length=100, unique=True)),
+                ("description", models.TextField(blank=True)),
+                ("owning_team", models.CharField(blank=True, max_length=100)),
+                (
+                    "contact",
+                    models.CharField(
+                        blank=True, help_text="E-mail, chat channel or pager of the owning team.", max_length=200
+                    ),
+                ),
+                (
+                    "is_public",
+                    models.BooleanField(default=False, help_text="Shown as a component on the public status page."),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ServiceGroup',
+            name="ServiceGroup",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('position', models.PositiveSmallIntegerField(default=0)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100, unique=True)),
+                ("position", models.PositiveSmallIntegerField(default=0)),
             ],
             options={
-                'ordering': ['position', 'name'],
+                "ordering": ["position", "name"],
             },
         ),
         migrations.CreateModel(
-            name='Severity',
+            name="Severity",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('level', models.PositiveSmallIntegerField(help_text='1 is the most severe.', unique=True)),
-                ('name', models.CharField(max_length=50)),
-                ('label', models.CharField(help_text='Short label, e.g. SEV1.', max_length=10, unique=True)),
-                ('definition', models.TextField()),
-                ('expected_response', models.TextField()),
-                ('ack_target_minutes', models.PositiveIntegerField(help_text='Acknowledge within this many minutes.')),
-                ('update_interval_minutes', models.PositiveIntegerField(help_text='Stakeholders hear an update this often.')),
-                ('review_required', models.BooleanField(help_text='A post-incident review is required.')),
-                ('colour', models.CharField(default='#6c757d', help_text='Hex colour used in lists.', max_length=7)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("level", models.PositiveSmallIntegerField(help_text="1 is the most severe.", unique=True)),
+                ("name", models.CharField(max_length=50)),
+                ("label", models.CharField(help_text="Short label, e.g. SEV1.", max_length=10, unique=True)),
+                ("definition", models.TextField()),
+                ("expected_response", models.TextField()),
+                ("ack_target_minutes", models.PositiveIntegerField(help_text="Acknowledge within this many minutes.")),
+                (
+                    "update_interval_minutes",
+                    models.PositiveIntegerField(help_text="Stakeholders hear an update this often."),
+                ),
+                ("review_required", models.BooleanField(help_text="A post-incident review is required.")),
+                ("colour", models.CharField(default="#6c757d", help_text="Hex colour used in lists.", max_length=7)),
             ],
             options={
-                'verbose_name_plural': 'severities',
-                'ordering': ['level'],
+                "verbose_name_plural": "severities",
+                "ordering": ["level"],
             },
         ),
         migrations.CreateModel(
-            name='Incident',
+            name="Incident",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField(editable=False, unique=True)),
-                ('title', models.CharField(max_length=200)),
-                ('summary', models.TextField(blank=True)),
-                ('status', models.CharField(choices=[('detected', 'Detected'), ('triaging', 'Triaging'), ('responding', 'Responding'), ('mitigated', 'Mitigated'), ('resolved', 'Resolved'), ('postmortem', 'Post-mortem'), ('closed', 'Closed'), ('dismissed', 'Dismissed')], default='detected', editable=False, max_length=20)),
-                ('started_at', models.DateTimeField(blank=True, help_text='When impact began, if known; may precede detection.', null=True)),
-                ('detected_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('acknowledged_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('mitigated_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('resolved_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('closed_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('last_activity_at', models.DateTimeField(default=django.utils.timezone.now, editable=False, help_text='Time of the latest timeline event.')),
-                ('version', models.PositiveIntegerField(default=1, editable=False)),
-                ('commander', models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='commanded_incidents', to=settings.AUTH_USER_MODEL)),
-                ('duplicate_of', models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='duplicates', to='incidents.incident')),
-                ('recurrence_of', models.ForeignKey(blank=True, help_text='An earlier incident that this one repeats.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='recurrences', to='incidents.incident')),
-                ('services', models.ManyToManyField(blank=True, related_name='incidents', to='incidents.service')),
-                ('severity', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='incidents', to='incidents.severity')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("number", models.PositiveIntegerField(editable=False, unique=True)),
+                ("title", models.CharField(max_length=200)),
+                ("summary", models.TextField(blank=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("detected", "Detected"),
+                            ("triaging", "Triaging"),
+                            ("responding", "Responding"),
+                            ("mitigated", "Mitigated"),
+                            ("resolved", "Resolved"),
+                            ("postmortem", "Post-mortem"),
+                            ("closed", "Closed"),
+                            ("dismissed", "Dismissed"),
+                        ],
+                        default="detected",
+                        editable=False,
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "started_at",
+                    models.DateTimeField(
+                        blank=True, help_text="When impact began, if known; may precede detection.", null=True
+                    ),
+                ),
+                ("detected_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("acknowledged_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("mitigated_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("resolved_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("closed_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "last_activity_at",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now,
+                        editable=False,
+                        help_text="Time of the latest timeline event.",
+                    ),
+                ),
+                ("version", models.PositiveIntegerField(default=1, editable=False)),
+                (
+                    "commander",
+                    models.ForeignKey(
+                        blank=True,
+                        editable=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="commanded_incidents",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "duplicate_of",
+                    models.ForeignKey(
+                        blank=True,
+                        editable=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="duplicates",
+                        to="incidents.incident",
+                    ),
+                ),
+                (
+                    "recurrence_of",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="An earlier incident that this one repeats.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="recurrences",
+                        to="incidents.incident",
+                    ),
+                ),
+                ("services", models.ManyToManyField(blank=True, related_name="incidents", to="incidents.service")),
+                (
+                    "severity",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="incidents", to="incidents.severity"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-detected_at', '-id'],
+                "ordering": ["-detected_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='OpenIncident',
-            fields=[
-            ],
+            name="OpenIncident",
+            fields=[],
             options={
-                'verbose_name': 'open incident',
-                'proxy': True,
-                'indexes': [],
-                'constraints': [],
+                "verbose_name": "open incident",
+                "proxy": True,
+                "indexes": [],
+                "constraints": [],
             },
-            bases=('incidents.incident',),
+            bases=("incidents.incident",),
         ),
         migrations.AddField(
-            model_name='service',
-            name='group',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='services', to='incidents.servicegroup'),
+            model_name="service",
+            name="group",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="services",
+                to="incidents.servicegroup",
+            ),
         ),
         migrations.CreateModel(
-            name='TimelineEvent',
+            name="TimelineEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('declared', 'Declared'), ('status_changed', 'Status changed'), ('acknowledged', 'Acknowledged'), ('severity_changed', 'Severity changed'), ('role_assigned', 'Role assigned'), ('role_relieved', 'Role relieved'), ('fields_changed', 'Details changed'), ('note', 'Note')], max_length=30)),
-                ('occurred_at', models.DateTimeField(default=django.utils.timezone.now, help_text='When it happened; notes may be dated in the past.')),
-                ('recorded_at', models.DateTimeField(auto_now_add=True)),
-                ('body', models.TextField(blank=True)),
-                ('data', models.JSONField(blank=True, default=dict, help_text='Before and after values of the change.')),
-                ('actor', models.ForeignKey(blank=True, help_text='Empty for events recorded by the system.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('incident', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='timeline', to='incidents.incident')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("declared", "Declared"),
+                            ("status_changed", "Status changed"),
+                            ("acknowledged", "Acknowledged"),
+                            ("severity_changed", "Severity changed"),
+                            ("role_assigned", "Role assigned"),
+                            ("role_relieved", "Role relieved"),
+                            ("fields_changed", "Details changed"),
+                            ("note", "Note"),
+                        ],
+                        max_length=30,
+                    ),
+                ),
+                (
+                    "occurred_at",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now, help_text="When it happened; notes may be dated in the past."
+                    ),
+                ),
+                ("recorded_at", models.DateTimeField(auto_now_add=True)),
+                ("body", models.TextField(blank=True)),
+                (
+                    "data",
+                    models.JSONField(blank=True, default=dict, help_text="Before and after values of the change."),
+                ),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Empty for events recorded by the system.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "incident",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="timeline", to="incidents.incident"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['occurred_at', 'id'],
+                "ordering": ["occurred_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='RoleAssignment',
+            name="RoleAssignment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('commander', 'Incident commander'), ('technical_lead', 'Technical lead'), ('communications_lead', 'Communications lead'), ('scribe', 'Scribe'), ('expert', 'Subject-matter expert')], max_length=30)),
-                ('assigned_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('relieved_at', models.DateTimeField(blank=True, null=True)),
-                ('assigned_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('incident', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='role_assignments', to='incidents.incident')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='incident_roles', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("commander", "Incident commander"),
+                            ("technical_lead", "Technical lead"),
+                            ("communications_lead", "Communications lead"),
+                            ("scribe", "Scribe"),
+                            ("expert", "Subject-matter expert"),
+                        ],
+                        max_length=30,
+                    ),
+                ),
+                ("assigned_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("relieved_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "assigned_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "incident",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="role_assignments",
+                        to="incidents.incident",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="incident_roles",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['assigned_at', 'id'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('relieved_at__isnull', True), models.Q(('role', 'expert'), _negated=True)), fields=('incident', 'role'), name='role_one_active_holder', violation_error_message='This role already has an active holder.'), models.UniqueConstraint(condition=models.Q(('relieved_at__isnull', True)), fields=('incident', 'role', 'user'), name='role_user_active_once', violation_error_message='This person already holds this role.'), models.CheckConstraint(condition=models.Q(('relieved_at__isnull', True), ('relieved_at__gte', models.F('assigned_at')), _connector='OR'), name='role_relieved_after_assigned')],
+                "ordering": ["assigned_at", "id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("relieved_at__isnull", True), models.Q(("role", "expert"), _negated=True)),
+                        fields=("incident", "role"),
+                        name="role_one_active_holder",
+                        violation_error_message="This role already has an active holder.",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("relieved_at__isnull", True)),
+                        fields=("incident", "role", "user"),
+                        name="role_user_active_once",
+                        violation_error_message="This person already holds this role.",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("relieved_at__isnull", True),
+                            ("relieved_at__gte", models.F("assigned_at")),
+                            _connector="OR",
+                        ),
+                        name="role_relieved_after_assigned",
+                    ),
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='incident',
-            index=models.Index(fields=['-detected_at', '-id'], name='incident_detected_idx'),
+            model_name="incident",
+            index=models.Index(fields=["-detected_at", "-id"], name="incident_detected_idx"),
         ),
         migrations.AddIndex(
-            model_name='incident',
-            index=models.Index(fields=['status', '-detected_at'], name='incident_status_detected_idx'),
+            model_name="incident",
+            index=models.Index(fields=["status", "-detected_at"], name="incident_status_detected_idx"),
         ),
         migrations.AddConstraint(
-            model_name='incident',
-            constraint=models.CheckConstraint(condition=models.Q(('started_at__isnull', True), ('started_at__lte', models.F('detected_at')), _connector='OR'), name='incident_started_before_detected', violation_error_message='Impact cannot start after the incident was detected.'),
+            model_name="incident",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("started_at__isnull", True), ("started_at__lte", models.F("detected_at")), _connector="OR"
+                ),
+                name="incident_started_before_detected",
+                violation_error_message="Impact cannot start after the incident was detected.",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='incident',
-            constraint=models.CheckConstraint(condition=models.Q(('acknowledged_at__isnull', True), ('acknowledged_at__gte', models.F('detected_at')), _connector='OR'), name='incident_acknowledged_after_detected', violation_error_message='An incident cannot be acknowledged before it was detected.'),
+            model_name="incident",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("acknowledged_at__isnull", True),
+                    ("acknowledged_at__gte", models.F("detected_at")),
+                    _connector="OR",
+                ),
+                name="incident_acknowledged_after_detected",
+                violation_error_message="An incident cannot be acknowledged before it was detected.",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='incident',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('status__in', ('mitigated', 'resolved', 'postmortem', 'closed')), _negated=True), models.Q(('mitigated_at__isnull', False), ('mitigated_at__gte', models.F('detected_at'))), _connector='OR'), name='incident_mitigated_stamped', violation_error_message='A mitigated incident needs a mitigation time after detection.'),
+            model_name="incident",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("status__in", ("mitigated", "resolved", "postmortem", "closed")), _negated=True),
+                    models.Q(("mitigated_at__isnull", False), ("mitigated_at__gte", models.F("detected_at"))),
+                    _connector="OR",
+                ),
+                name="incident_mitigated_stamped",
+                violation_error_message="A mitigated incident needs a mitigation time after detection.",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='incident',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('status__in', ('resolved', 'postmortem', 'closed')), _negated=True), models.Q(('resolved_at__isnull', False), ('resolved_at__gte', models.F('mitigated_at'))), _connector='OR'), name='incident_resolved_stamped', violation_error_message='A resolved incident needs a resolution time after mitigation.'),
+            model_name="incident",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("status__in", ("resolved", "postmortem", "closed")), _negated=True),
+                    models.Q(("resolved_at__isnull", False), ("resolved_at__gte", models.F("mitigated_at"))),
+                    _connector="OR",
+                ),
+                name="incident_resolved_stamped",
+                violation_error_message="A resolved incident needs a resolution time after mitigation.",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='incident',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('status__in', ('closed', 'dismissed')), ('closed_at__isnull', False), ('closed_at__gte', models.F('detected_at'))), models.Q(models.Q(('status__in', ('closed', 'dismissed')), _negated=True), ('closed_at__isnull', True)), _connector='OR'), name='incident_closed_stamped', violation_error_message='Closed and dismissed incidents, and only they, have a closing time.'),
+            model_name="incident",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("status__in", ("closed", "dismissed")),
+                        ("closed_at__isnull", False),
+                        ("closed_at__gte", models.F("detected_at")),
+                    ),
+                    models.Q(
+                        models.Q(("status__in", ("closed", "dismissed")), _negated=True), ("closed_at__isnull", True)
+                    ),
+                    _connector="OR",
+                ),
+                name="incident_closed_stamped",
+                violation_error_message="Closed and dismissed incidents, and only they, have a closing time.",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='incident',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ('mitigated', 'resolved', 'postmortem', 'closed')), ('mitigated_at__isnull', True), _connector='OR'), name='incident_open_not_mitigated', violation_error_message='An incident that is still open cannot carry a mitigation time.'),
+            model_name="incident",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("status__in", ("mitigated", "resolved", "postmortem", "closed")),
+                    ("mitigated_at__isnull", True),
+                    _connector="OR",
+                ),
+                name="incident_open_not_mitigated",
+                violation_error_message="An incident that is still open cannot carry a mitigation time.",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='incident',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ('resolved', 'postmortem', 'closed')), ('resolved_at__isnull', True), _connector='OR'), name='incident_unresolved_not_resolved', violation_error_message='An incident that is not resolved cannot carry a resolution time.'),
+            model_name="incident",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("status__in", ("resolved", "postmortem", "closed")), ("resolved_at__isnull", True), _connector="OR"
+                ),
+                name="incident_unresolved_not_resolved",
+                violation_error_message="An incident that is not resolved cannot carry a resolution time.",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='incident',
-            constraint=models.CheckConstraint(condition=models.Q(('duplicate_of__isnull', True), ('status', 'dismissed'), _connector='OR'), name='incident_duplicate_is_dismissed', violation_error_message='Only a dismissed incident can be a duplicate of another.'),
+            model_name="incident",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("duplicate_of__isnull", True), ("status", "dismissed"), _connector="OR"),
+                name="incident_duplicate_is_dismissed",
+                violation_error_message="Only a dismissed incident can be a duplicate of another.",
+            ),
         ),
         migrations.AddIndex(
-            model_name='timelineevent',
-            index=models.Index(fields=['incident', 'occurred_at'], name='timeline_incident_time_idx'),
+            model_name="timelineevent",
+            index=models.Index(fields=["incident", "occurred_at"], name="timeline_incident_time_idx"),
         ),
     ]

@@ -3,32 +3,74 @@ from django.db import migrations
 
 SEVERITIES = [
     # level, name, definition, expected response, ack target, update interval (minutes), review required, colour
-    (1, "Critical", "Major system down, most users affected.",
-     "All hands, executive comms, immediate action.", 5, 30, True, "#b00020"),
-    (2, "High", "Significant degradation, many users affected.",
-     "Rapid response, active management.", 15, 60, True, "#e65100"),
-    (3, "Medium", "Partial impact, a subset of users affected.",
-     "Prioritized investigation.", 60, 240, False, "#b8860b"),
-    (4, "Low", "Minor issue, limited impact.",
-     "Normal work queues.", 240, 1440, False, "#1565c0"),
+    (
+        1,
+        "Critical",
+        "Major system down, most users affected.",
+        "All hands, executive comms, immediate action.",
+        5,
+        30,
+        True,
+        "#b00020",
+    ),
+    (
+        2,
+        "High",
+        "Significant degradation, many users affected.",
+        "Rapid response, active management.",
+        15,
+        60,
+        True,
+        "#e65100",
+    ),
+    (
+        3,
+        "Medium",
+        "Partial impact, a subset of users affected.",
+        "Prioritized investigation.",
+        60,
+        240,
+        False,
+        "#b8860b",
+    ),
+    (4, "Low", "Minor issue, limited impact.", "Normal work queues.", 240, 1440, False, "#1565c0"),
 ]
 
 # What each group may do in the incidents app; later apps add their own models to these groups.
 GROUP_PERMISSIONS = {
     "Responders": [
-        "view_incident", "add_incident", "change_incident",
-        "view_openincident", "add_openincident", "change_openincident",
-        "view_timelineevent", "add_timelineevent",
-        "view_roleassignment", "add_roleassignment", "change_roleassignment",
-        "view_service", "view_servicegroup", "view_severity",
+        "view_incident",
+        "add_incident",
+        "change_incident",
+        "view_openincident",
+        "add_openincident",
+        "change_openincident",
+        "view_timelineevent",
+        "add_timelineevent",
+        "view_roleassignment",
+        "add_roleassignment",
+        "change_roleassignment",
+        "view_service",
+        "view_servicegroup",
+        "view_severity",
     ],
     "Communications": [
-        "view_incident", "view_openincident", "view_timelineevent", "view_roleassignment",
-        "view_service", "view_servicegroup", "view_severity",
+        "view_incident",
+        "view_openincident",
+        "view_timelineevent",
+        "view_roleassignment",
+        "view_service",
+        "view_servicegroup",
+        "view_severity",
     ],
     "Viewers": [
-        "view_incident", "view_openincident", "view_timelineevent", "view_roleassignment",
-        "view_service", "view_servicegroup", "view_severity",
+        "view_incident",
+        "view_openincident",
+        "view_timelineevent",
+        "view_roleassignment",
+        "view_service",
+        "view_servicegroup",
+        "view_severity",
     ],
 }
 
@@ -39,8 +81,14 @@ def seed(apps, schema_editor):
         Severity.objects.get_or_create(
             level=level,
             defaults=dict(
-                name=name, label=f"SEV{level}", definition=definition, expected_response=response,
-                ack_target_minutes=ack, update_interval_minutes=interval, review_required=review, colour=colour,
+                name=name,
+                label=f"SEV{level}",
+                definition=definition,
+                expected_response=response,
+                ack_target_minutes=ack,
+                update_interval_minutes=interval,
+                review_required=review,
+                colour=colour,
             ),
         )
 

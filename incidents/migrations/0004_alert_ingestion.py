@@ -31,112 +31,290 @@ def grant(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('incidents', '0003_apikey'),
+        ("incidents", "0003_apikey"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='timelineevent',
-            name='kind',
-            field=models.CharField(choices=[('declared', 'Declared'), ('status_changed', 'Status changed'), ('acknowledged', 'Acknowledged'), ('severity_changed', 'Severity changed'), ('role_assigned', 'Role assigned'), ('role_relieved', 'Role relieved'), ('fields_changed', 'Details changed'), ('note', 'Note'), ('alert', 'Alert')], max_length=30),
+            model_name="timelineevent",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("declared", "Declared"),
+                    ("status_changed", "Status changed"),
+                    ("acknowledged", "Acknowledged"),
+                    ("severity_changed", "Severity changed"),
+                    ("role_assigned", "Role assigned"),
+                    ("role_relieved", "Role relieved"),
+                    ("fields_changed", "Details changed"),
+                    ("note", "Note"),
+                    ("alert", "Alert"),
+                ],
+                max_length=30,
+            ),
         ),
         migrations.CreateModel(
-            name='AlertGroup',
+            name="AlertGroup",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key_hash', models.CharField(editable=False, help_text='SHA-256 of the group key.', max_length=64)),
-                ('group_key', models.TextField()),
-                ('labels', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('incident', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='alert_groups', to='incidents.incident')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("key_hash", models.CharField(editable=False, help_text="SHA-256 of the group key.", max_length=64)),
+                ("group_key", models.TextField()),
+                ("labels", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "incident",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="alert_groups",
+                        to="incidents.incident",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Integration',
+            name="Integration",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('alertmanager', 'Prometheus Alertmanager'), ('grafana', 'Grafana alerting'), ('pagerduty', 'PagerDuty Events API v2')], max_length=20)),
-                ('name', models.CharField(help_text='What sends here, e.g. “Alertmanager prod”.', max_length=100, unique=True)),
-                ('key_prefix', models.CharField(editable=False, max_length=16, unique=True)),
-                ('key_hash', models.CharField(editable=False, max_length=64)),
-                ('severity_overrides', models.JSONField(blank=True, default=dict, help_text='Sender severity value → level, on top of the defaults, e.g. {"disaster": 1, "notice": 4}.')),
-                ('open_mode', models.CharField(choices=[('triage', 'Wait for triage (incident stays Detected until a responder takes it)'), ('respond', 'Open directly (incident moves straight to Responding)')], default='triage', max_length=10)),
-                ('resolve_to', models.CharField(choices=[('mitigated', 'Mitigated (a person confirms the resolution)'), ('resolved', 'Resolved')], default='resolved', help_text='Where the incident goes when every alert of its group has resolved.', max_length=10)),
-                ('signing_secret', models.CharField(blank=True, help_text='Grafana only: the HMAC secret of the contact point; posts must then carry a valid X-Grafana-Alerting-Signature.', max_length=200)),
-                ('is_active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('services', models.ManyToManyField(blank=True, help_text='Services every incident from here affects.', related_name='integrations', to='incidents.service')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("alertmanager", "Prometheus Alertmanager"),
+                            ("grafana", "Grafana alerting"),
+                            ("pagerduty", "PagerDuty Events API v2"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="What sends here, e.g. “Alertmanager prod”.", max_length=100, unique=True
+                    ),
+                ),
+                ("key_prefix", models.CharField(editable=False, max_length=16, unique=True)),
+                ("key_hash", models.CharField(editable=False, max_length=64)),
+                (
+                    "severity_overrides",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text='Sender severity value → level, on top of the defaults, e.g. {"disaster": 1, "notice": 4}.',
+                    ),
+                ),
+                (
+                    "open_mode",
+                    models.CharField(
+                        choices=[
+                            ("triage", "Wait for triage (incident stays Detected until a responder takes it)"),
+                            ("respond", "Open directly (incident moves straight to Responding)"),
+                        ],
+                        default="triage",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "resolve_to",
+                    models.CharField(
+                        choices=[
+                            ("mitigated", "Mitigated (a person confirms the resolution)"),
+                            ("resolved", "Resolved"),
+                        ],
+                        default="resolved",
+                        help_text="Where the incident goes when every alert of its group has resolved.",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "signing_secret",
+                    models.CharField(
+                        blank=True,
+                        help_text="Grafana only: the HMAC secret of the contact point; posts must then carry a valid X-Grafana-Alerting-Signature.",
+                        max_length=200,
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "services",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="Services every incident from here affects.",
+                        related_name="integrations",
+                        to="incidents.service",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='AlertPayload',
+            name="AlertPayload",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('alertmanager', 'Prometheus Alertmanager'), ('grafana', 'Grafana alerting'), ('pagerduty', 'PagerDuty Events API v2')], max_length=20)),
-                ('received_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('remote_addr', models.GenericIPAddressField(blank=True, null=True)),
-                ('headers', models.JSONField(blank=True, default=dict, help_text='The headers worth keeping (never credentials).')),
-                ('body', models.TextField(blank=True)),
-                ('status', models.CharField(choices=[('received', 'Received'), ('accepted', 'Accepted'), ('rejected', 'Rejected'), ('failed', 'Failed (server error; the sender retries)')], default='received', max_length=10)),
-                ('error', models.TextField(blank=True)),
-                ('group', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='incidents.alertgroup')),
-                ('incident', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='incidents.incident')),
-                ('integration', models.ForeignKey(blank=True, db_constraint=False, help_text='Empty when the credential did not match any integration.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='payloads', to='incidents.integration')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("alertmanager", "Prometheus Alertmanager"),
+                            ("grafana", "Grafana alerting"),
+                            ("pagerduty", "PagerDuty Events API v2"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("received_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("remote_addr", models.GenericIPAddressField(blank=True, null=True)),
+                (
+                    "headers",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="The headers worth keeping (never credentials)."
+                    ),
+                ),
+                ("body", models.TextField(blank=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("received", "Received"),
+                            ("accepted", "Accepted"),
+                            ("rejected", "Rejected"),
+                            ("failed", "Failed (server error; the sender retries)"),
+                        ],
+                        default="received",
+                        max_length=10,
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                (
+                    "group",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="incidents.alertgroup",
+                    ),
+                ),
+                (
+                    "incident",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="incidents.incident",
+                    ),
+                ),
+                (
+                    "integration",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        help_text="Empty when the credential did not match any integration.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="payloads",
+                        to="incidents.integration",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-received_at', '-id'],
+                "ordering": ["-received_at", "-id"],
             },
         ),
         migrations.AddField(
-            model_name='alertgroup',
-            name='integration',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='groups', to='incidents.integration'),
+            model_name="alertgroup",
+            name="integration",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="groups", to="incidents.integration"
+            ),
         ),
         migrations.CreateModel(
-            name='Alert',
+            name="Alert",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('fingerprint', models.CharField(max_length=255)),
-                ('status', models.CharField(choices=[('firing', 'Firing'), ('resolved', 'Resolved')], default='firing', max_length=10)),
-                ('starts_at', models.DateTimeField()),
-                ('ends_at', models.DateTimeField(blank=True, null=True)),
-                ('acknowledged_at', models.DateTimeField(blank=True, help_text='Acknowledged by the sender.', null=True)),
-                ('severity_level', models.PositiveSmallIntegerField(help_text="The level the sender's severity maps to.")),
-                ('summary', models.CharField(blank=True, max_length=1024)),
-                ('labels', models.JSONField(blank=True, default=dict)),
-                ('annotations', models.JSONField(blank=True, default=dict)),
-                ('details', models.JSONField(blank=True, default=dict, help_text='Links and values the sender added.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_seen_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('incident', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='alerts', to='incidents.incident')),
-                ('group', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='alerts', to='incidents.alertgroup')),
-                ('last_payload', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='incidents.alertpayload')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("fingerprint", models.CharField(max_length=255)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("firing", "Firing"), ("resolved", "Resolved")], default="firing", max_length=10
+                    ),
+                ),
+                ("starts_at", models.DateTimeField()),
+                ("ends_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "acknowledged_at",
+                    models.DateTimeField(blank=True, help_text="Acknowledged by the sender.", null=True),
+                ),
+                (
+                    "severity_level",
+                    models.PositiveSmallIntegerField(help_text="The level the sender's severity maps to."),
+                ),
+                ("summary", models.CharField(blank=True, max_length=1024)),
+                ("labels", models.JSONField(blank=True, default=dict)),
+                ("annotations", models.JSONField(blank=True, default=dict)),
+                ("details", models.JSONField(blank=True, default=dict, help_text="Links and values the sender added.")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_seen_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "incident",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="alerts",
+                        to="incidents.incident",
+                    ),
+                ),
+                (
+                    "group",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="alerts", to="incidents.alertgroup"
+                    ),
+                ),
+                (
+                    "last_payload",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="incidents.alertpayload",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-starts_at', '-id'],
-                'indexes': [models.Index(fields=['group', 'status'], name='alert_group_status_idx'), models.Index(fields=['incident', 'status'], name='alert_incident_status_idx')],
-                'constraints': [models.UniqueConstraint(fields=('group', 'fingerprint', 'starts_at'), name='alert_unique_episode')],
+                "ordering": ["-starts_at", "-id"],
+                "indexes": [
+                    models.Index(fields=["group", "status"], name="alert_group_status_idx"),
+                    models.Index(fields=["incident", "status"], name="alert_incident_status_idx"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("group", "fingerprint", "starts_at"), name="alert_unique_episode")
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='alertpayload',
-            index=models.Index(fields=['-received_at', '-id'], name='alertpayload_received_idx'),
+            model_name="alertpayload",
+            index=models.Index(fields=["-received_at", "-id"], name="alertpayload_received_idx"),
         ),
         migrations.AddIndex(
-            model_name='alertpayload',
-            index=models.Index(fields=['integration', '-received_at'], name='alertpayload_integration_idx'),
+            model_name="alertpayload",
+            index=models.Index(fields=["integration", "-received_at"], name="alertpayload_integration_idx"),
         ),
         migrations.AddConstraint(
-            model_name='alertgroup',
-            constraint=models.UniqueConstraint(fields=('integration', 'key_hash'), name='alertgroup_unique_key'),
+            model_name="alertgroup",
+            constraint=models.UniqueConstraint(fields=("integration", "key_hash"), name="alertgroup_unique_key"),
         ),
         migrations.RunPython(grant, migrations.RunPython.noop),
     ]

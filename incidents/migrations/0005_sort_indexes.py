@@ -5,19 +5,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('incidents', '0004_alert_ingestion'),
+        ("incidents", "0004_alert_ingestion"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='incident',
-            index=models.Index(fields=['-last_activity_at', '-id'], name='incident_activity_idx'),
+            model_name="incident",
+            index=models.Index(fields=["-last_activity_at", "-id"], name="incident_activity_idx"),
         ),
         migrations.AddIndex(
-            model_name='incident',
-            index=models.Index(fields=['-updated_at', '-id'], name='incident_updated_idx'),
+            model_name="incident",
+            index=models.Index(fields=["-updated_at", "-id"], name="incident_updated_idx"),
         ),
     ]

@@ -39,7 +39,7 @@ def form_data(incident, **overrides):
         "recurrence_of": "",
         "loaded_version": incident.version,
     }
-    for prefix in ("role_assignments", "role_assignments-2", "timeline", "timeline-2"):
+    for prefix in ("role_assignments", "role_assignments-2", "members", "members-2", "timeline", "timeline-2"):
         data.update({f"{prefix}-TOTAL_FORMS": 0, f"{prefix}-INITIAL_FORMS": 0})
     data.update(overrides)
     return data
@@ -424,3 +424,31 @@ def test_viewer_is_offered_no_severity_action(client, viewer):
     client.force_login(viewer)
     page = client.get(LIST_URL).content.decode()
     assert "set_severity_1" not in page
+
+
+def test_restrict_from_the_incident_page_and_add_a_member(admin_client, admin_user):
+    incident = declare("Possible data exposure")
+    member = UserFactory(username="legal")
+    data = form_data(incident, is_restricted="on")
+    data.update({
+        "members-2-TOTAL_FORMS": 1, "members-2-0-user": member.pk, "members-2-0-incident": incident.pk,
+    })
+    response = admin_client.post(change_url(incident), data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    incident.refresh_from_db()
+    assert incident.is_restricted
+    assert list(incident.members.values_list("user__username", flat=True)) == ["legal"]
+    kinds = set(incident.timeline.values_list("kind", flat=True))
+    assert {TimelineEvent.Kind.RESTRICTION_CHANGED, TimelineEvent.Kind.MEMBER_ADDED} <= kinds
+
+
+def test_outsider_gets_no_page_for_a_restricted_incident(client, responder, admin_user):
+    incident = declare("Security: token leak", actor=admin_user, restricted=True)
+    client.force_login(responder)
+    assert incident.reference not in client.get(LIST_URL).content.decode()
+    response = client.get(change_url(incident), follow=True)
+    assert "Security: token leak" not in response.content.decode()
+    transition = reverse("admin:incidents_incident_transition", args=[incident.pk])
+    assert client.post(transition, {"to": "resolved"}).status_code == 404
+    services.incident_member_add(incident=incident, user=responder, actor=admin_user)
+    assert client.get(change_url(incident)).status_code == 200
