@@ -688,6 +688,7 @@ def test_declaring_records_who_what_and_when(t0, responder, sev2):
         "services": ["api", "web"],
         "started_at": iso(minutes(t0, -20)),
         "recurrence_of": earlier.reference,
+        "restricted": False,
     }
 
 
