@@ -7,7 +7,7 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -27,6 +27,8 @@ from .models import (
     ServiceGroup,
     Severity,
     TimelineEvent,
+    references_hidden_from,
+    references_redacted,
 )
 
 Status = Incident.Status
@@ -115,9 +117,9 @@ def _not_in_future(value):
 # ---- inlines ------------------------------------------------------------------------------------
 
 
-def describe_event(event):
-    """One readable line for a timeline row."""
-    data = event.data or {}
+def describe_event(event, hidden_references=()):
+    """One readable line for a timeline row, leaving out references to incidents the reader may not see."""
+    data = references_redacted(event.data or {}, hidden_references)
     if event.kind == TimelineEvent.Kind.STATUS_CHANGED:
         text = f"{data.get('from')} → {data.get('to')}"
         if data.get("reopened"):
@@ -155,12 +157,20 @@ class TimelineInline(admin.TabularInline):
     can_delete = False
     show_change_link = False
 
+    hidden_references = frozenset()
+
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("actor")
 
+    def get_formset(self, request, obj=None, **kwargs):
+        # Inline instances are made per request: remember which linked incidents this reader may not see.
+        if obj is not None:
+            self.hidden_references = references_hidden_from(request.user, obj.timeline.only("data"))
+        return super().get_formset(request, obj, **kwargs)
+
     @admin.display(description="what happened")
     def details(self, event):
-        return describe_event(event)
+        return describe_event(event, self.hidden_references)
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -338,6 +348,10 @@ class IncidentForm(forms.ModelForm):
 
     def clean_recurrence_of(self):
         earlier = self.cleaned_data["recurrence_of"]
+        linked = self.instance.recurrence_of_id
+        if earlier is None and linked and not self.fields["recurrence_of"].queryset.filter(pk=linked).exists():
+            # A link to an incident this editor may not see is not shown, so it cannot be removed here.
+            return self.instance.recurrence_of
         if earlier is not None and earlier.pk == self.instance.pk:
             raise ValidationError("An incident cannot be a recurrence of itself.")
         return earlier
@@ -444,13 +458,15 @@ class DuplicateForm(forms.Form):
     original = forms.CharField(label="Duplicate of", help_text="Reference of the original incident, e.g. INC-1042.")
     note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
 
-    def __init__(self, *args, incident, **kwargs):
-        self.incident = incident
+    def __init__(self, *args, incident, user, **kwargs):
+        self.incident, self.user = incident, user
         super().__init__(*args, **kwargs)
 
     def clean_original(self):
         match = REFERENCE_RE.match(self.cleaned_data["original"].strip())
-        original = Incident.objects.filter(number=int(match.group(1))).first() if match else None
+        # Only incidents this person may see: a restricted one is "no incident", as everywhere else.
+        visible = Incident.objects.visible_to(self.user)
+        original = visible.filter(number=int(match.group(1))).first() if match else None
         if original is None:
             raise ValidationError("No incident has this reference.")
         if original.pk == self.incident.pk:
@@ -499,7 +515,7 @@ class IncidentAdmin(admin.ModelAdmin):
         "mitigated_at",
         "resolved_at",
         "closed_at",
-        "duplicate_of",
+        "duplicate_of_link",
         "commander",
         "created_at",
         "updated_at",
@@ -534,7 +550,7 @@ class IncidentAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Links", {"fields": ("recurrence_of", "duplicate_of")}),
+        ("Links", {"fields": ("recurrence_of", "duplicate_of_link")}),
         ("Record", {"classes": ("collapse",), "fields": ("commander", "created_at", "updated_at", "last_activity_at")}),
     )
     add_fieldsets = (
@@ -546,6 +562,26 @@ class IncidentAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         # Everything on the incident pages (inlines, buttons, autocomplete) starts from here.
         return super().get_queryset(request).visible_to(request.user).prefetch_related("services")
+
+    def get_object(self, request, object_id, from_field=None):
+        incident = super().get_object(request, object_id, from_field)
+        if incident is not None and incident.duplicate_of_id is not None:
+            visible = Incident.objects.visible_to(request.user)
+            incident.duplicate_of_visible = visible.filter(pk=incident.duplicate_of_id).exists()
+        return incident
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "recurrence_of":
+            # Only incidents this person may see can be chosen, or shown as the current choice.
+            kwargs["queryset"] = Incident.objects.visible_to(request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    @admin.display(description="duplicate of")
+    def duplicate_of_link(self, incident):
+        if incident.duplicate_of_id is None or not getattr(incident, "duplicate_of_visible", False):
+            return "-"
+        url = reverse("admin:incidents_incident_change", args=[incident.duplicate_of_id])
+        return format_html('<a href="{}">{}</a>', url, incident.duplicate_of)
 
     def add_view(self, request, form_url="", extra_context=None):
         return super().add_view(request, form_url, {"title": "Declare an incident", **(extra_context or {})})
@@ -730,7 +766,7 @@ class IncidentAdmin(admin.ModelAdmin):
 
     def duplicate_view(self, request, object_id):
         incident = self._incident_for_change(request, object_id)
-        form = DuplicateForm(request.POST or None, incident=incident)
+        form = DuplicateForm(request.POST or None, incident=incident, user=request.user)
         if request.method == "POST" and form.is_valid():
             try:
                 services.incident_transition(
@@ -830,10 +866,9 @@ class ServiceAdmin(admin.ModelAdmin):
     list_select_related = ("group",)
     search_fields = ("name", "slug", "description", "owning_team")
     prepopulated_fields = {"slug": ("name",)}
+    ordering = ("name",)  # explicit: an aggregate query drops the model's default ordering
 
     def get_queryset(self, request):
-        from django.db.models import Count
-
         return (
             super()
             .get_queryset(request)

@@ -253,7 +253,8 @@ class AlertInline(admin.TabularInline):
         return False
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("incident")
+        # A group's earlier alerts may belong to a restricted incident the reader may not see.
+        return visible_incident_rows(super().get_queryset(request), request.user).select_related("incident")
 
     @admin.display(description="incident")
     def incident_link(self, alert):

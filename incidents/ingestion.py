@@ -1254,8 +1254,14 @@ def _incident_open(integration, group, post, payload, firing, previous, now):
         started_at=min(began, now),
         detected_at=now,
         recurrence_of=recurrence_of,
+        # The same alerts again: whoever restricted the last incident would want this one restricted too,
+        # and open to the same people.
+        restricted=bool(recurrence_of and recurrence_of.is_restricted),
         actor=None,
     )
+    if incident.is_restricted:
+        for person in recurrence_of.participants():
+            services.incident_member_add(incident=incident, user=person, actor=None)
     _alert_event(
         incident,
         integration,

@@ -1,3 +1,5 @@
+import re
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Exists, F, OuterRef, Q
@@ -104,6 +106,50 @@ def visible_incident_rows(queryset, user, field="incident"):
     if not visible.query.where:  # sees everything
         return queryset
     return queryset.filter(Q(**{f"{field}__isnull": True}) | Exists(visible.filter(pk=OuterRef(field))))
+
+
+def references_hidden_from(user, events):
+    """References (INC-1042) in these timeline events' data that name incidents the user may not see.
+
+    A link to another incident (recurrence, duplicate) is recorded by reference; one query for a page
+    of events finds the ones to leave out for this user.
+    """
+    numbers = set()
+
+    def collect(value):
+        if isinstance(value, str):
+            match = re.fullmatch(r"INC-([0-9]{1,9})", value)  # free text (a title) can look like one too
+            if match:
+                numbers.add(int(match[1]))
+        elif isinstance(value, dict):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                collect(item)
+
+    for event in events:
+        collect(event.data)
+    if not numbers:
+        return set()
+    visible = Incident.objects.visible_to(user)
+    if not visible.query.where:  # sees everything
+        return set()
+    seen = set(visible.filter(number__in=numbers).values_list("number", flat=True))
+    return {f"INC-{number}" for number in numbers - seen}
+
+
+def references_redacted(value, hidden):
+    """`value` (timeline data) with the hidden references replaced by None."""
+    if not hidden:
+        return value
+    if isinstance(value, str):
+        return None if value in hidden else value
+    if isinstance(value, dict):
+        return {key: references_redacted(item, hidden) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [references_redacted(item, hidden) for item in value]
+    return value
 
 
 class Incident(models.Model):
@@ -257,6 +303,16 @@ class Incident(models.Model):
     @property
     def is_open(self):
         return self.status in self.OPEN_STATUSES
+
+    def participants(self):
+        """Everyone who may see it while restricted: role holders (past and present) and members."""
+        from django.contrib.auth import get_user_model
+
+        return (
+            get_user_model()
+            .objects.filter(Q(incident_roles__incident=self) | Q(incident_memberships__incident=self))
+            .distinct()
+        )
 
     def allowed_transitions(self):
         return sorted(self.TRANSITIONS[self.status], key=list(self.Status).index)

@@ -9,7 +9,15 @@ from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from incidents.models import Incident, RoleAssignment, Service, ServiceGroup, Severity, TimelineEvent
+from incidents.models import (
+    Incident,
+    RoleAssignment,
+    Service,
+    ServiceGroup,
+    Severity,
+    TimelineEvent,
+    references_redacted,
+)
 
 Status = Incident.Status
 
@@ -126,6 +134,14 @@ class IncidentSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        # The views annotate whether the user may see the linked incidents (IncidentViewSet.incidents_for_output).
+        for field in ("recurrence_of", "duplicate_of"):
+            if getattr(instance, f"{field}_visible", True) is False:
+                data[field] = None
+        return data
+
 
 class IncidentInputSerializer(serializers.Serializer):
     """What a client may set when declaring or editing an incident. Status moves have their own endpoints."""
@@ -166,6 +182,12 @@ class TimelineEventSerializer(serializers.ModelSerializer):
         model = TimelineEvent
         fields = ["id", "kind", "occurred_at", "recorded_at", "actor", "body", "data"]
         read_only_fields = fields
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        # References to incidents the reader may not see (the view finds them for the page in one query).
+        data["data"] = references_redacted(data["data"], self.context.get("hidden_references"))
+        return data
 
 
 class NoteInputSerializer(serializers.Serializer):

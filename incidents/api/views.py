@@ -3,7 +3,7 @@
 import re
 
 from django.db import transaction
-from django.db.models import Prefetch
+from django.db.models import Exists, OuterRef, Prefetch
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.routers import APIRootView
 
 from incidents import services
-from incidents.models import Incident, Service, Severity
+from incidents.models import Incident, Service, Severity, references_hidden_from
 
 from .errors import PreconditionFailed
 from .filters import IncidentFilterSet
@@ -91,11 +91,18 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         incidents = self.incidents_for_output() if self.action in ("list", "retrieve") else Incident.objects.all()
         return incidents.visible_to(self.request.user)
 
-    @staticmethod
-    def incidents_for_output():
-        return Incident.objects.select_related(
+    def incidents_for_output(self):
+        incidents = Incident.objects.select_related(
             "severity", "commander", "recurrence_of", "duplicate_of"
         ).prefetch_related(Prefetch("services", queryset=Service.objects.only("id", "slug", "name")))
+        visible = Incident.objects.visible_to(self.request.user)
+        if visible.query.where:
+            # Links to incidents this user may not see are left out of the output (in the same query).
+            incidents = incidents.annotate(
+                recurrence_of_visible=Exists(visible.filter(pk=OuterRef("recurrence_of"))),
+                duplicate_of_visible=Exists(visible.filter(pk=OuterRef("duplicate_of"))),
+            )
+        return incidents
 
     def filter_queryset(self, queryset):
         return super().filter_queryset(queryset) if self.action == "list" else queryset
@@ -245,7 +252,8 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
             event = services.timeline_note_add(incident=incident, actor=request.user, **data)
             return Response(TimelineEventSerializer(event).data, status=status.HTTP_201_CREATED)
         page = self.paginate_queryset(incident.timeline.select_related("actor"))
-        return self.get_paginated_response(TimelineEventSerializer(page, many=True).data)
+        context = {"hidden_references": references_hidden_from(request.user, page)}
+        return self.get_paginated_response(TimelineEventSerializer(page, many=True, context=context).data)
 
     @extend_schema(
         methods=["GET"], summary="An incident's roles, past and present", responses=RoleAssignmentSerializer(many=True)

@@ -409,9 +409,7 @@ def test_healthz_reports_503_when_the_database_does_not_answer(client, monkeypat
 
 def test_severity_list_action_changes_severity_through_the_service(admin_client, admin_user, sev1):
     incident = declare("Getting worse", severity=SeverityFactory(level=3))
-    response = admin_client.post(
-        LIST_URL, {"action": "set_severity_1", "_selected_action": [incident.pk]}, follow=True
-    )
+    response = admin_client.post(LIST_URL, {"action": "set_severity_1", "_selected_action": [incident.pk]}, follow=True)
     assert response.status_code == 200
     incident.refresh_from_db()
     assert incident.severity == sev1
@@ -430,9 +428,13 @@ def test_restrict_from_the_incident_page_and_add_a_member(admin_client, admin_us
     incident = declare("Possible data exposure")
     member = UserFactory(username="legal")
     data = form_data(incident, is_restricted="on")
-    data.update({
-        "members-2-TOTAL_FORMS": 1, "members-2-0-user": member.pk, "members-2-0-incident": incident.pk,
-    })
+    data.update(
+        {
+            "members-2-TOTAL_FORMS": 1,
+            "members-2-0-user": member.pk,
+            "members-2-0-incident": incident.pk,
+        }
+    )
     response = admin_client.post(change_url(incident), data)
     assert response.status_code == 302, response.context["adminform"].form.errors
     incident.refresh_from_db()

@@ -78,7 +78,10 @@ def test_restricting_and_lifting_are_on_the_timeline(people):
     services.incident_restriction_set(incident=incident, restricted=True, actor=lead)  # repeat: no-op
     services.incident_restriction_set(incident=incident, restricted=False, actor=lead)
     events = list(incident.timeline.filter(kind=Kind.RESTRICTION_CHANGED).values_list("data", "actor", "body"))
-    assert events == [({"from": False, "to": True}, lead.pk, "customer named"), ({"from": True, "to": False}, lead.pk, "")]
+    assert events == [
+        ({"from": False, "to": True}, lead.pk, "customer named"),
+        ({"from": True, "to": False}, lead.pk, ""),
+    ]
     incident.refresh_from_db()
     assert not incident.is_restricted
 
