@@ -32,6 +32,8 @@ from .models import (
 )
 
 Status = Incident.Status
+# Paging, sorting and popup parameters of the admin list; any other parameter filters it.
+LIST_PARAMS_THAT_DO_NOT_FILTER = {"p", "o", "e", "all", "_popup", "_to_field", "_facets", "_changelist_filters"}
 REFERENCE_RE = re.compile(r"^(?:INC-?)?(\d+)$", re.IGNORECASE)
 
 
@@ -40,10 +42,15 @@ class LargeTablePaginator(Paginator):
 
     COUNT_CAP = 10_000
 
+    def __init__(self, *args, unfiltered=False, **kwargs):
+        # Unfiltered by the person (the visibility rule may still apply): the table's size will do.
+        self.unfiltered = unfiltered
+        super().__init__(*args, **kwargs)
+
     @cached_property
     def count(self):
         query = self.object_list.query
-        if connection.vendor == "postgresql" and not query.where:
+        if connection.vendor == "postgresql" and (self.unfiltered or not query.where):
             with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [query.model._meta.db_table]
@@ -598,6 +605,10 @@ class IncidentAdmin(admin.ModelAdmin):
 
     def get_inlines(self, request, obj):
         return [] if obj is None else self.inlines
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        unfiltered = not set(request.GET) - LIST_PARAMS_THAT_DO_NOT_FILTER
+        return self.paginator(queryset, per_page, orphans, allow_empty_first_page, unfiltered=unfiltered)
 
     def get_search_results(self, request, queryset, search_term):
         match = REFERENCE_RE.match(search_term.strip())

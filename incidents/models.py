@@ -91,21 +91,38 @@ class IncidentQuerySet(models.QuerySet):
         members, and holders of the global permission. EXISTS subqueries, not a join and DISTINCT,
         so a page of 50 still walks the (status, date) indexes.
         """
-        if user.is_active and (user.is_superuser or user.has_perm(VIEW_ALL_RESTRICTED)):
-            return self
-        if not user.is_authenticated or not user.is_active:
-            return self.filter(is_restricted=False)
-        held_role = RoleAssignment.objects.filter(incident=OuterRef("pk"), user=user)
-        member = IncidentMember.objects.filter(incident=OuterRef("pk"), user=user)
-        return self.filter(Q(is_restricted=False) | Exists(held_role) | Exists(member))
+        condition = visibility_condition(user)
+        return self if condition is None else self.filter(condition)
+
+
+def sees_all_incidents(user):
+    return user.is_active and (user.is_superuser or user.has_perm(VIEW_ALL_RESTRICTED))
+
+
+def visibility_condition(user, path=""):
+    """The rule as a condition on the incident at `path` ("" for the row itself, "recurrence_of", …).
+
+    None when the user sees every incident. Evaluated per row with the row's own columns, so it costs
+    nothing extra for unrestricted incidents (98% of them) and never reads the whole table.
+    """
+    if sees_all_incidents(user):
+        return None
+    prefix = f"{path}__" if path else ""
+    public = Q(**{f"{prefix}is_restricted": False})
+    if not user.is_authenticated or not user.is_active:
+        return public
+    incident = OuterRef(path or "pk")
+    held_role = RoleAssignment.objects.filter(incident=incident, user=user)
+    member = IncidentMember.objects.filter(incident=incident, user=user)
+    return public | Exists(held_role) | Exists(member)
 
 
 def visible_incident_rows(queryset, user, field="incident"):
     """Rows that belong to an incident (alerts, payloads, …): those without one, or whose incident the user may see."""
-    visible = Incident.objects.visible_to(user)
-    if not visible.query.where:  # sees everything
+    condition = visibility_condition(user, field)
+    if condition is None:
         return queryset
-    return queryset.filter(Q(**{f"{field}__isnull": True}) | Exists(visible.filter(pk=OuterRef(field))))
+    return queryset.filter(Q(**{f"{field}__isnull": True}) | condition)
 
 
 def references_hidden_from(user, events):
@@ -132,10 +149,9 @@ def references_hidden_from(user, events):
         collect(event.data)
     if not numbers:
         return set()
-    visible = Incident.objects.visible_to(user)
-    if not visible.query.where:  # sees everything
+    if sees_all_incidents(user):
         return set()
-    seen = set(visible.filter(number__in=numbers).values_list("number", flat=True))
+    seen = set(Incident.objects.visible_to(user).filter(number__in=numbers).values_list("number", flat=True))
     return {f"INC-{number}" for number in numbers - seen}
 
 
@@ -347,6 +363,8 @@ class RoleAssignment(models.Model):
 
     class Meta:
         ordering = ["assigned_at", "id"]
+        # The visibility rule asks "does this user hold a role on this incident?" for every row.
+        indexes = [models.Index(fields=["user", "incident"], name="role_user_incident_idx")]
         constraints = [
             models.UniqueConstraint(
                 fields=["incident", "role"],
@@ -386,6 +404,7 @@ class IncidentMember(models.Model):
 
     class Meta:
         ordering = ["added_at", "id"]
+        indexes = [models.Index(fields=["user", "incident"], name="member_user_incident_idx")]
         constraints = [models.UniqueConstraint(fields=["incident", "user"], name="incident_member_once")]
 
     def __str__(self):

@@ -86,6 +86,9 @@ else:
     # A new connection per request halves throughput; keep them, and check them before use.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # JIT compilation costs more than it saves on the short queries of a web app (measured: 10-18 ms
+    # on a 10 ms count); DATABASE_PG_OPTIONS overrides the server options sent at connect.
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = env.str("DATABASE_PG_OPTIONS", default="-c jit=off")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -82,6 +82,11 @@ class MultipleValueFilter(filters.Filter):
 class StatusFilter(filters.MultipleChoiceFilter):
     field_class = CommaSeparatedMultipleChoiceField
 
+    def __init__(self, *args, **kwargs):
+        # A status is a column of the row: no join, so no DISTINCT (which would sort the whole table).
+        kwargs.setdefault("distinct", False)
+        super().__init__(*args, **kwargs)
+
 
 class SeverityLevelsField(CommaSeparatedCharField):
     def to_python(self, value):

@@ -3,7 +3,7 @@
 import re
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Prefetch
+from django.db.models import BooleanField, ExpressionWrapper, Prefetch
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -12,7 +12,14 @@ from rest_framework.response import Response
 from rest_framework.routers import APIRootView
 
 from incidents import services
-from incidents.models import Incident, Service, Severity, references_hidden_from
+from incidents.models import (
+    Incident,
+    Service,
+    Severity,
+    references_hidden_from,
+    sees_all_incidents,
+    visibility_condition,
+)
 
 from .errors import PreconditionFailed
 from .filters import IncidentFilterSet
@@ -95,12 +102,17 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         incidents = Incident.objects.select_related(
             "severity", "commander", "recurrence_of", "duplicate_of"
         ).prefetch_related(Prefetch("services", queryset=Service.objects.only("id", "slug", "name")))
-        visible = Incident.objects.visible_to(self.request.user)
-        if visible.query.where:
-            # Links to incidents this user may not see are left out of the output (in the same query).
+        user = self.request.user
+        if not sees_all_incidents(user):
+            # Links to incidents this user may not see are left out of the output: the rule is applied
+            # to the joined row, in the same query.
             incidents = incidents.annotate(
-                recurrence_of_visible=Exists(visible.filter(pk=OuterRef("recurrence_of"))),
-                duplicate_of_visible=Exists(visible.filter(pk=OuterRef("duplicate_of"))),
+                recurrence_of_visible=ExpressionWrapper(
+                    visibility_condition(user, "recurrence_of"), output_field=BooleanField()
+                ),
+                duplicate_of_visible=ExpressionWrapper(
+                    visibility_condition(user, "duplicate_of"), output_field=BooleanField()
+                ),
             )
         return incidents
 
