@@ -1,6 +1,8 @@
 """Fill a PostgreSQL database with a large, consistent incident history for benchmarks.
 
     .venv/bin/python bench/generate.py [--incidents 200000] [--events-per-incident 10] [--reset | --if-empty]
+                                       [--restricted-share 0.02]
+    .venv/bin/python bench/generate.py --mark-restricted [--restricted-share 0.02]
 
 DATABASE_URL (default postgres://postgres@127.0.0.1:5432/incidents_bench) names the database; it is
 created and migrated if needed. The script refuses anything but PostgreSQL, refuses a database whose
@@ -13,6 +15,13 @@ on two cores), bypassing the services on purpose: they are built to satisfy ever
 constraint the models declare (timestamps consistent with each status, one active holder per role,
 the commander column equal to the active commander role), the reference counter is moved past the
 last number so incidents declared later continue the numbering, and the tables are analysed.
+
+Restricted incidents (issue 7): a deterministic share of the incidents (--restricted-share, 2% by
+default; chosen by a hash of the id, so the same ids on every run and every database) is marked
+restricted, and each of them gets one to three explicit members among the bench users. Generation
+does this at the end; --mark-restricted does only this on a database that already holds incidents
+(an UPDATE of is_restricted on all rows, the members replaced, then ANALYZE), so older bench data
+need not be regenerated. No timeline rows are written for it (the generated history stays as it was).
 """
 
 import argparse
@@ -106,7 +115,21 @@ def parse_args():
     parser.add_argument("--if-empty", action="store_true", help="do nothing (and succeed) if there are incidents")
     parser.add_argument("--any-database", action="store_true", help="allow a database name without 'bench'")
     parser.add_argument("--chunk", type=int, default=10_000, help="incidents per COPY batch")
-    return parser.parse_args()
+    parser.add_argument(
+        "--restricted-share",
+        type=float,
+        default=0.02,
+        help="share of incidents marked restricted, chosen by a hash of the id (0 for none)",
+    )
+    parser.add_argument(
+        "--mark-restricted",
+        action="store_true",
+        help="only (re)mark the restricted share and its members on the existing incidents, then ANALYZE",
+    )
+    args = parser.parse_args()
+    if not 0 <= args.restricted_share <= 1:
+        parser.error("--restricted-share must be between 0 and 1")
+    return args
 
 
 def setup_django(any_database=False):
@@ -154,9 +177,10 @@ class Tables:
     """Names and columns from the models, so a renamed table shows up as an error here, not bad data."""
 
     def __init__(self):
-        from incidents.models import Incident, RoleAssignment, TimelineEvent
+        from incidents.models import Incident, IncidentMember, RoleAssignment, TimelineEvent
 
         self.incident = Incident._meta.db_table
+        self.member = IncidentMember._meta.db_table
         self.links = Incident.services.through._meta.db_table
         self.role = RoleAssignment._meta.db_table
         self.event = TimelineEvent._meta.db_table
@@ -183,6 +207,7 @@ INCIDENT_COLUMNS = (
     "updated_at",
     "last_activity_at",
     "version",
+    "is_restricted",  # all false here; mark_restricted() sets the share after the load
 )
 LINK_COLUMNS = ("id", "incident_id", "service_id")
 ROLE_COLUMNS = ("id", "incident_id", "role", "user_id", "assigned_at", "relieved_at", "assigned_by_id")
@@ -410,6 +435,7 @@ class Generator:
                     ts(last_activity),
                     ts(last_activity),
                     str(len(ev) - notes + 1),
+                    "f",
                 )
             )
             + "\n"
@@ -503,6 +529,9 @@ def main():
     from incidents.models import Incident, ReferenceCounter
     from incidents.services import FIRST_INCIDENT_NUMBER
 
+    if args.mark_restricted:
+        mark_restricted_only(connection, args.restricted_share)
+        return
     existing = Incident.objects.count()
     if existing and args.if_empty and not args.reset:
         print(f"{name} already holds {existing:,} incidents; keeping them (use --reset to regenerate).")
@@ -557,9 +586,11 @@ def main():
         ReferenceCounter.objects.update_or_create(
             name="incident", defaults={"last_value": FIRST_INCIDENT_NUMBER + args.incidents - 1}
         )
+        restricted, members = mark_restricted(cursor, args.restricted_share)
+        print(f"  {restricted:,} incidents restricted, {members:,} explicit members", flush=True)
     print("  vacuum analyze ...", flush=True)
     with connection.cursor() as cursor:
-        for table in tables.big:
+        for table in (*tables.big, tables.member):
             cursor.execute(f"VACUUM (ANALYZE) {table}")
     verify(connection, tables)
     elapsed = time.monotonic() - started
@@ -591,6 +622,67 @@ def verify(connection, tables):
             if bad:
                 sys.exit(f"bench/generate.py: {bad} {label}: the generator is wrong, please fix it.")
     print(f"  verified: {', '.join(f'no {label}' for label in CHECKS)}")
+
+
+# Restricted incidents are those whose id hashes (first 32 bits of md5 of the decimal id) below the share,
+# in SQL so that generation and --mark-restricted on an existing database pick the same ids.
+RESTRICTED_HASH = "mod(('x' || lpad(substr(md5({id}::text), 1, 8), 16, '0'))::bit(64)::bigint, 1000000)"
+MEMBER_HASH = "('x' || lpad(substr(md5({id}::text || ':member'), 1, 8), 16, '0'))::bit(64)::bigint"
+
+
+def mark_restricted(cursor, share):
+    """Mark the restricted share (is_restricted on every row, so a new share replaces an old one) and give
+    each restricted incident 1 to 3 explicit members among the bench users; returns (restricted, members)."""
+    from incidents.models import Incident, IncidentMember
+
+    incident = Incident._meta.db_table
+    member = IncidentMember._meta.db_table
+    threshold = round(share * 1_000_000)
+    restricted = RESTRICTED_HASH.format(id="id") + f" < {threshold}"
+    cursor.execute(f"UPDATE {incident} SET is_restricted = ({restricted}) WHERE is_restricted <> ({restricted})")
+    cursor.execute(f"TRUNCATE {member} RESTART IDENTITY")
+    # Member k (0..2) of incident i: the bench user at position (hash(i) + 37k) mod the number of bench
+    # users; incidents get 1, 2 or 3 members (k < 1 + hash(i) % 3). Role holders see the incident anyway.
+    cursor.execute(
+        f"""
+        WITH users AS (
+            SELECT id, row_number() OVER (ORDER BY id) - 1 AS position, count(*) OVER () AS total
+            FROM auth_user WHERE left(username, 11) = 'bench-user-'
+        ),
+        restricted AS (
+            SELECT id, detected_at, {MEMBER_HASH.format(id="id")} AS h FROM {incident} WHERE is_restricted
+        )
+        INSERT INTO {member} (incident_id, user_id, added_at, added_by_id)
+        SELECT DISTINCT ON (r.id, u.id) r.id, u.id, r.detected_at + interval '10 minutes', NULL
+        FROM restricted r
+        CROSS JOIN generate_series(0, 2) AS k
+        JOIN users u ON u.position = mod(r.h + 37 * k, u.total)
+        WHERE k < 1 + mod(r.h, 3)
+        """
+    )
+    cursor.execute(f"SELECT count(*) FROM {incident} WHERE is_restricted")
+    count = cursor.fetchone()[0]
+    cursor.execute(f"SELECT count(*) FROM {member}")
+    members = cursor.fetchone()[0]
+    return count, members
+
+
+def mark_restricted_only(connection, share):
+    """--mark-restricted: on the incidents already there, in place, then ANALYZE."""
+    from incidents.models import Incident, IncidentMember
+
+    started = time.monotonic()
+    if not Incident.objects.exists():
+        sys.exit("bench/generate.py: no incidents to mark; generate them first.")
+    with connection.cursor() as cursor:
+        restricted, members = mark_restricted(cursor, share)
+        for table in (Incident._meta.db_table, IncidentMember._meta.db_table):
+            cursor.execute(f"ANALYZE {table}")
+    total = Incident.objects.count()
+    print(
+        f"marked {restricted:,} of {total:,} incidents restricted ({restricted / total:.2%}), {members:,} explicit "
+        f"members, analysed, in {time.monotonic() - started:.1f} s"
+    )
 
 
 def drop_secondary_indexes(cursor, tables):
