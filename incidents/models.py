@@ -125,6 +125,22 @@ def visible_incident_rows(queryset, user, field="incident"):
     return queryset.filter(Q(**{f"{field}__isnull": True}) | condition)
 
 
+def links_hidden_from(user, incidents):
+    """Pks of the incidents these ones link to (recurrence of, duplicate of) that the user may not see.
+
+    Uses the linked rows already fetched with select_related: no query unless a link is restricted.
+    """
+    linked = {
+        link.pk: link
+        for incident in incidents
+        for link in (incident.recurrence_of, incident.duplicate_of)
+        if link is not None and link.is_restricted
+    }
+    if not linked or sees_all_incidents(user):
+        return set()
+    return set(linked) - set(Incident.objects.visible_to(user).filter(pk__in=linked).values_list("pk", flat=True))
+
+
 def references_hidden_from(user, events):
     """References (INC-1042) in these timeline events' data that name incidents the user may not see.
 

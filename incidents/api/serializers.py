@@ -16,6 +16,7 @@ from incidents.models import (
     ServiceGroup,
     Severity,
     TimelineEvent,
+    links_hidden_from,
     references_redacted,
 )
 
@@ -83,6 +84,13 @@ class IncidentReferenceField(serializers.RelatedField):
         return value.reference
 
 
+class IncidentListSerializer(serializers.ListSerializer):
+    def to_representation(self, data):
+        incidents = list(data.all() if hasattr(data, "all") else data)
+        self.child.hidden_links = links_hidden_from(self.context["request"].user, incidents)
+        return [self.child.to_representation(incident) for incident in incidents]
+
+
 class IncidentSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:incident-detail")
     reference = serializers.CharField(read_only=True, help_text="INC-<number>, the name people use.")
@@ -133,13 +141,16 @@ class IncidentSerializer(serializers.ModelSerializer):
             "version",
         ]
         read_only_fields = fields
+        list_serializer_class = IncidentListSerializer
 
     def to_representation(self, instance):
         data = super().to_representation(instance)
-        # The views annotate whether the user may see the linked incidents (IncidentViewSet.incidents_for_output).
+        hidden = getattr(self, "hidden_links", None)
+        if hidden is None:  # a single incident; a list works this out once for its page
+            hidden = links_hidden_from(self.context["request"].user, [instance])
         for field in ("recurrence_of", "duplicate_of"):
-            if getattr(instance, f"{field}_visible", True) is False:
-                data[field] = None
+            if getattr(instance, f"{field}_id") in hidden:
+                data[field] = None  # links to incidents this user may not see are left out
         return data
 
 
