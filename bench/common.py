@@ -121,6 +121,22 @@ def git_revision():
     return head.strip() + (" with uncommitted changes" if dirty.strip() else "")
 
 
+def run_meta(args, machine):
+    """What every harness records about a run: when, what, where, and how it loaded the server."""
+    date, stamp = now()
+    return {
+        "date": date,
+        "stamp": stamp,
+        "command": args.command,
+        "revision": git_revision(),
+        "machine": machine,
+        "gunicorn": args.gunicorn,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "wrk": wrk_command_line(args),
+    }
+
+
 def measured_line(meta):
     """The docs' line on when, with what and at which commit a section was measured."""
     return f"Measured {meta['date']} with `{meta['command']}` (commit {meta['revision']})."

@@ -353,18 +353,7 @@ def main():
             "admin_model": "incidents.openincident",
         },
     ]
-    date, stamp = common.now()
-    meta = {
-        "date": date,
-        "stamp": stamp,
-        "command": args.command,
-        "revision": common.git_revision(),
-        "machine": machine(),
-        "gunicorn": args.gunicorn,
-        "runs": args.runs,
-        "warmup": args.warmup,
-        "wrk": common.wrk_command_line(args),
-    }
+    meta = common.run_meta(args, machine())
     meta.update(dataset())
     print(
         f"dataset: {meta['incidents']:,} incidents, {meta['timeline_events']:,} events; change page {incident.reference}"

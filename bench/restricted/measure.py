@@ -314,17 +314,8 @@ def main():
     users = prepare_users()
     keys = api_keys(users)
     cookies = session_cookies(users)
-    date, stamp = common.now()
     meta = {
-        "date": date,
-        "stamp": stamp,
-        "command": args.command,
-        "revision": common.git_revision(),
-        "machine": machine(),
-        "gunicorn": args.gunicorn,
-        "runs": args.runs,
-        "warmup": args.warmup,
-        "wrk": common.wrk_command_line(args),
+        **common.run_meta(args, machine()),
         "throttle": os.environ.get("API_THROTTLE_RATE", "(product default)"),
         "incidents": Incident.objects.count(),
         "restricted": Incident.objects.filter(is_restricted=True).count(),
@@ -369,7 +360,7 @@ def main():
     meta["load_after"] = f"load {os.getloadavg()[0]:.2f}"
     raw = {"meta": meta, "runs": runs, "queries": counts, "status_filtered": filtered}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"restricted-{stamp}.json"
+    path = RESULTS / f"restricted-{meta['stamp']}.json"
     path.write_text(json.dumps(raw, indent=2, default=str))
     print(f"raw results: {path}")
     publish(raw, args.docs)
