@@ -50,6 +50,20 @@ class Severity(models.Model):
     ack_target_minutes = models.PositiveIntegerField(help_text="Acknowledge within this many minutes.")
     update_interval_minutes = models.PositiveIntegerField(help_text="Stakeholders hear an update this often.")
     review_required = models.BooleanField(help_text="A post-incident review is required.")
+    # Communications policy: the status page always shows a published external update; these say
+    # who else hears of it, and whether a second person must approve it first.
+    update_approval_required = models.BooleanField(
+        default=False, help_text="External updates need another person's approval before publishing."
+    )
+    notify_email_subscribers = models.BooleanField(
+        default=True, help_text="Published external updates are e-mailed to subscribers."
+    )
+    notify_direct_outreach = models.BooleanField(
+        default=False, help_text="Published external updates also go to the affected customers' direct-outreach list."
+    )
+    escalation_contact = models.EmailField(
+        blank=True, help_text="Told when an incident is not acknowledged in time (its commander otherwise)."
+    )
     colour = models.CharField(max_length=7, default="#6c757d", help_text="Hex colour used in lists.")
 
     class Meta:
@@ -443,6 +457,11 @@ class TimelineEvent(models.Model):
         MEMBER_ADDED = "member_added", "Member added"
         MEMBER_REMOVED = "member_removed", "Member removed"
         ALERT = "alert", "Alert"  # written by alert ingestion: alerts firing, resolving, acknowledged
+        # Written by the other apps through timeline_event_record.
+        REVIEW = "review", "Post-incident review"
+        ACTION_ITEM = "action_item", "Action item"
+        UPDATE_PUBLISHED = "update_published", "Update published"
+        CUSTOMER_REPORT = "customer_report", "Customer report"
 
     incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="timeline")
     kind = models.CharField(max_length=30, choices=Kind.choices)

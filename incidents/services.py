@@ -12,6 +12,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from .models import Incident, IncidentMember, ReferenceCounter, RoleAssignment, Severity, TimelineEvent
+from .signals import timeline_event_committed
 
 Status = Incident.Status
 Kind = TimelineEvent.Kind
@@ -43,6 +44,17 @@ class StaleIncident(IncidentError):
             f"{incident.reference} was changed by someone else since you loaded it "
             f"(version {expected_version}, now {incident.version}). Reload it and apply your change again."
         )
+
+
+# Other apps may refuse a transition (an unpublished required review blocks closing, say) without
+# incidents importing them: they register a guard from their AppConfig.ready().
+_transition_guards = []
+
+
+def transition_guard_register(guard):
+    """guard(incident, to) runs under the incident's row lock and raises IncidentError to refuse."""
+    if guard not in _transition_guards:
+        _transition_guards.append(guard)
 
 
 def _lock(incident):
@@ -90,6 +102,11 @@ def timeline_event_record(*, incident, kind, actor=None, occurred_at=None, body=
     )
     Incident.objects.filter(pk=incident.pk, last_activity_at__lt=event.occurred_at).update(
         last_activity_at=event.occurred_at
+    )
+    transaction.on_commit(
+        lambda: timeline_event_committed.send(
+            sender=TimelineEvent, event_id=event.pk, incident_id=incident.pk, kind=event.kind
+        )
     )
     return event
 
@@ -193,6 +210,8 @@ def incident_transition(*, incident, to, actor, note="", at=None, duplicate_of=N
         return incident
     if to not in Incident.TRANSITIONS[incident.status]:
         raise InvalidTransition(incident, to)
+    for guard in _transition_guards:
+        guard(incident, to)
     at = _when(at)
     _check_not_before_history(incident, at)
     # Reopening, regressing after mitigation, or undoing a dismissal.

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_celery_beat",
     "incidents",
     "postmortems",
     "comms",
@@ -154,8 +155,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = 600
 CELERY_TASK_SOFT_TIME_LIMIT = 540
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# The schedule lives in the database (django-celery-beat) so administrators see and change it in the
+# admin; each app adds its periodic tasks in a data migration.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+# --- Post-incident reviews and action items (postmortems) ---
+
+# --- Communications (comms) ---
 
 # Cache: throttling counters live here. Local memory by default (per process); with several web
 # processes use a shared one, e.g. CACHE_URL=redis://redis.internal:6379/1.

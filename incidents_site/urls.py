@@ -14,7 +14,8 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/integrations/", include("incidents.api.integration_urls")),
-    path("api/v1/", include("incidents.api.urls")),
+    path("api/v1/", include("incidents_site.api_urls")),
+    path("status/", include("comms.status.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

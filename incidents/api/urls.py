@@ -1,18 +1,9 @@
-from rest_framework.routers import DefaultRouter
+"""The incidents app's part of /api/v1/; incidents_site.api_urls puts every app's routes in one router."""
 
-from .views import ApiRootView, IncidentViewSet, ServiceViewSet, SeverityViewSet
+from .views import IncidentViewSet, ServiceViewSet, SeverityViewSet
 
-app_name = "api"
-
-
-class Router(DefaultRouter):
-    APIRootView = ApiRootView
-    include_format_suffixes = False
-
-
-router = Router()
-router.register("incidents", IncidentViewSet, basename="incident")
-router.register("services", ServiceViewSet, basename="service")
-router.register("severities", SeverityViewSet, basename="severity")
-
-urlpatterns = router.urls
+ROUTES = [
+    ("incidents", IncidentViewSet, "incident"),
+    ("services", ServiceViewSet, "service"),
+    ("severities", SeverityViewSet, "severity"),
+]

@@ -1,0 +1,6 @@
+"""The comms app's part of /api/v1/ (see incidents_site.api_urls)."""
+
+from .updates import ROUTES as UPDATE_ROUTES
+from .webhooks import ROUTES as WEBHOOK_ROUTES
+
+ROUTES = [*UPDATE_ROUTES, *WEBHOOK_ROUTES]

@@ -1,0 +1,6 @@
+"""The postmortems admin; sections by area."""
+
+# ---- Post-incident reviews ----
+
+
+# ---- Action items ----

@@ -1,0 +1,3 @@
+"""Placeholder: its owner replaces this."""
+
+ROUTES = []

@@ -1,0 +1,1 @@
+"""Placeholder: action-item metrics for incidents.metrics (its owner replaces this)."""
