@@ -6,4 +6,13 @@ class PostmortemsConfig(AppConfig):
     verbose_name = "Post-incident reviews"
 
     def ready(self):
+        from incidents.demo import demo_step_register
+        from incidents.services import transition_guard_register
+
         from . import metrics  # noqa: F401  registers the action-item metrics with incidents.metrics
+        from .demo import demo_review_publish
+        from .services import review_close_guard
+
+        # An incident whose severity requires a review closes only once its review is published.
+        transition_guard_register(review_close_guard)
+        demo_step_register("before_close", demo_review_publish)

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from incidents import services as svc
+from incidents.demo import demo_steps_run
 from incidents.models import Incident, RoleAssignment, Service, ServiceGroup, Severity
 
 Status = Incident.Status
@@ -512,6 +513,7 @@ class Command(BaseCommand):
             )
             if plan.target == Status.POSTMORTEM:
                 return incident
+        demo_steps_run("before_close", incident=incident, author=commander, responders=responders, at=clock[0])
         note = "Review done; closing." if incident.status == Status.POSTMORTEM else "No review needed; closing."
         at = after("close")
         return svc.incident_transition(incident=incident, to=Status.CLOSED, actor=commander, at=at, note=note)
