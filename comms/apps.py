@@ -6,4 +6,4 @@ class CommsConfig(AppConfig):
     verbose_name = "Communications"
 
     def ready(self):
-        from . import admin_status, admin_webhooks, webhooks  # noqa: F401  admins and signal receivers
+        from . import admin_panels, admin_status, admin_webhooks, webhooks  # noqa: F401  admins and signal receivers

@@ -481,6 +481,17 @@ class DuplicateForm(forms.Form):
         return original
 
 
+# Other apps show what they hold about an incident (its review, action items, updates) on its page
+# without incidents importing them: they register a panel when their admin module loads.
+_incident_panels = []
+
+
+def incident_panel_register(panel):
+    """panel(request, incident) returns [(label, html)] rows for the incident page's "Follow-up" box."""
+    if panel not in _incident_panels:
+        _incident_panels.append(panel)
+
+
 @admin.register(Incident)
 class IncidentAdmin(admin.ModelAdmin):
     form = IncidentForm
@@ -809,6 +820,7 @@ class IncidentAdmin(admin.ModelAdmin):
             context["can_reopen"] = obj.status in (Status.RESOLVED, Status.POSTMORTEM)
             context["can_acknowledge"] = obj.acknowledged_at is None and obj.is_open
             context["can_dismiss_duplicate"] = Status.DISMISSED in Incident.TRANSITIONS[obj.status]
+            context["follow_up"] = [row for panel in _incident_panels for row in panel(request, obj) or ()]
         return super().render_change_form(request, context, add, change, form_url, obj)
 
 

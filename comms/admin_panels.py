@@ -1,0 +1,25 @@
+"""The incident page's updates row (registered with incidents.admin.incident_panel_register)."""
+
+from django.urls import reverse
+from django.utils.html import format_html
+
+from incidents.admin import incident_panel_register
+
+from .admin import next_update_text
+from .models import Update
+
+
+def incident_updates(request, incident):
+    if not request.user.has_perm("comms.view_update"):
+        return []
+    published = Update.objects.filter(incident=incident, status=Update.Status.PUBLISHED).count()
+    drafts = Update.objects.filter(incident=incident).exclude(status=Update.Status.PUBLISHED).count()
+    listing = reverse("admin:comms_update_changelist") + f"?incident__id__exact={incident.pk}"
+    summary = format_html('<a href="{}">{} published, {} not yet</a>', listing, published, drafts)
+    if request.user.has_perm("comms.add_update"):
+        add = reverse("admin:comms_update_add") + f"?incident={incident.pk}"
+        summary = format_html('{} · <a href="{}">Draft an update</a>', summary, add)
+    return [("Updates", format_html("{}<br>{}", summary, next_update_text(incident)))]
+
+
+incident_panel_register(incident_updates)

@@ -1,0 +1,13 @@
+"""Public subscription pages; the site's urls.py mounts them at /subscribe/."""
+
+from django.urls import path
+
+from . import subscriptions
+
+app_name = "comms_subscriptions"
+
+urlpatterns = [
+    path("", subscriptions.subscribe, name="subscribe"),
+    path("confirm/<str:token>/", subscriptions.confirm, name="confirm"),
+    path("unsubscribe/<str:token>/", subscriptions.unsubscribe, name="unsubscribe"),
+]

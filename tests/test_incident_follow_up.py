@@ -1,0 +1,69 @@
+"""The incident page shows what the other apps hold about it: review, action items, similar incidents, updates."""
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from postmortems.services import review_create
+from tests.incidents.factories import ServiceFactory, SeverityFactory, UserFactory, declare
+from tests.postmortems.factories import action_item
+
+pytestmark = pytest.mark.django_db
+
+
+def page(client, incident):
+    response = client.get(reverse("admin:incidents_incident_change", args=[incident.pk]))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_a_responder_is_offered_the_review_an_action_item_and_an_update(responder, client):
+    incident = declare("Checkout errors", severity=SeverityFactory(level=1), actor=responder)
+    client.force_login(responder)
+    html = page(client, incident)
+    assert "Follow-up" in html
+    assert f'{reverse("admin:postmortems_review_add")}?incident={incident.pk}' in html
+    assert "required by its severity" in html
+    assert f'{reverse("admin:postmortems_actionitem_add")}?incident={incident.pk}' in html
+    assert f'{reverse("admin:comms_update_add")}?incident={incident.pk}' in html
+    assert "Next update due in" in html
+
+
+def test_the_page_links_the_review_and_counts_action_items(admin_client, admin_user):
+    incident = declare("Checkout errors", severity=SeverityFactory(level=2), actor=admin_user)
+    review = review_create(incident=incident, actor=admin_user)
+    action_item(incident=incident, title="Alert on 5xx", due_date=timezone.localdate() - timedelta(days=2))
+    action_item(incident=incident, title="Runbook", due_date=timezone.localdate() + timedelta(days=9))
+    html = page(admin_client, incident)
+    assert reverse("admin:postmortems_review_change", args=[review.pk]) in html
+    assert "2 in all, 2 open, 1 overdue" in html
+
+
+def test_similar_past_incidents_and_recurrences_are_linked(admin_client, admin_user):
+    checkout = ServiceFactory(slug="checkout", name="Checkout")
+    earlier = declare("Checkout timeouts", actor=admin_user, services=[checkout])
+    incident = declare("Checkout errors", actor=admin_user, services=[checkout], recurrence_of=earlier)
+    html = page(admin_client, earlier)
+    assert "Recurred as" in html and reverse("admin:incidents_incident_change", args=[incident.pk]) in html
+    html = page(admin_client, incident)
+    assert "Similar past incidents" in html and reverse("admin:incidents_incident_change", args=[earlier.pk]) in html
+
+
+def test_a_viewer_sees_the_rows_but_is_offered_nothing_to_create(viewer, client):
+    incident = declare("Checkout errors", severity=SeverityFactory(level=1))
+    client.force_login(viewer)
+    html = page(client, incident)
+    assert "Start the review" not in html
+    assert "Draft an update" not in html
+    assert "Add one" not in html
+
+
+def test_a_similar_incident_the_reader_may_not_see_is_not_named(client, responder):
+    checkout = ServiceFactory(slug="checkout", name="Checkout")
+    secret = declare("Checkout data leak", services=[checkout], restricted=True, actor=UserFactory(username="sec"))
+    incident = declare("Checkout errors", services=[checkout], actor=responder)
+    client.force_login(responder)
+    html = page(client, incident)
+    assert secret.reference not in html and "data leak" not in html
