@@ -14,6 +14,8 @@ import nh3
 from django.conf import settings
 from django.utils import timezone
 
+from incidents.selectors import incident_impact, incident_impact_text
+
 # The fixed list, in the order the help texts show them.
 PLACEHOLDERS = {
     "incident.title": "The incident's title.",
@@ -27,6 +29,8 @@ PLACEHOLDERS = {
     "resolved_at": "When it was resolved (empty while open).",
     "next_update_at": "When the next update is due: now plus the severity's update interval.",
     "status_page_url": "The public status page.",
+    "customers_affected": "How many customers reported the problem so far (customer reports).",
+    "customer_impact": "Internal updates: e.g. “12 customers affected (15 reports); revenue at risk: 4,200.00 USD.”",
 }
 
 PLACEHOLDER_RE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
@@ -71,6 +75,7 @@ def placeholder_values(*, incident, audience, public_status="", now=None):
     else:
         status = incident.get_status_display()
     severity = incident.severity
+    impact = incident_impact(incident)
     return {
         "incident.title": incident.title,
         "incident.reference": incident.reference,
@@ -83,6 +88,9 @@ def placeholder_values(*, incident, audience, public_status="", now=None):
         "resolved_at": _time(incident.resolved_at),
         "next_update_at": _time(now + timedelta(minutes=severity.update_interval_minutes)),
         "status_page_url": f"{settings.SITE_URL}/status/",
+        "customers_affected": str(impact["customers_affected"]),
+        # Revenue figures are for the company's own people, never for customers.
+        "customer_impact": incident_impact_text(incident) if audience == Update.Audience.INTERNAL else "",
     }
 
 

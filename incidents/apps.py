@@ -6,5 +6,9 @@ class IncidentsConfig(AppConfig):
     verbose_name = "Incidents"
 
     def ready(self):
-        from . import admin_integrations  # noqa: F401  registers IntegrationAdmin and the alert records
+        from . import (
+            admin_customer_reports,  # noqa: F401  registers CustomerReportAdmin
+            admin_dashboard,  # noqa: F401  the reliability dashboard page, linked from the admin index
+            admin_integrations,  # noqa: F401  registers IntegrationAdmin and the alert records
+        )
         from .api import admin  # noqa: F401  registers ApiKeyAdmin

@@ -1,1 +1,549 @@
-"""Placeholder: the metrics work replaces this."""
+"""Reliability metrics, computed in the database: every figure is an aggregate query, never a loop over incidents.
+
+Which incidents count (``incidents_for_metrics``):
+
+- the ones the user may see (``Incident.objects.visible_to``), minus dismissed incidents and duplicates;
+- in the period by **detection time**: ``since <= detected_at < until`` (either end optional). An
+  incident detected inside the period counts even if its impact started before it, or it was resolved
+  after it; one detected before ``since`` does not, even if it was still open during the period;
+- optionally only those touching one of the given services (slugs), or of the given severity levels.
+
+Durations are in seconds, from the timestamps kept on the incident. An incident that lacks one of the
+two timestamps is not counted as zero: it is left out of the mean, median and p90 and counted in
+``missing``. Reopening clears ``mitigated_at`` and ``resolved_at``, so a reopened incident is measured
+to its final mitigation and resolution; while it is open again it is ``missing`` for those.
+
+Other apps add metrics about their own records with ``metric_source_register(fn, definitions=...)``
+(fn(incidents) -> {key: metric}) and chart series with ``metric_series_register(key, fn)``.
+"""
+
+import math
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+
+from django.db import connection
+from django.db.models import (
+    Aggregate,
+    Avg,
+    Count,
+    Exists,
+    F,
+    FloatField,
+    Func,
+    OuterRef,
+    Q,
+    Sum,
+)
+from django.db.models.functions import Coalesce, Now, TruncMonth, TruncWeek
+from django.utils import timezone
+
+from .models import CustomerReport, Incident, Service, Severity
+
+
+class MetricsError(ValueError):
+    """Parameters the metrics cannot be computed for (the API answers 400 with the message)."""
+
+
+@dataclass(frozen=True)
+class MetricDefinition:
+    key: str
+    name: str
+    definition: str
+    unit: str
+    kind: str  # duration | series | distribution | rate | count
+
+    def as_dict(self):
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DurationDefinition(MetricDefinition):
+    start: str = ""
+    end: str = ""
+
+
+def _duration(key, name, start, end, definition):
+    return DurationDefinition(key, name, definition, "seconds", "duration", start, end)
+
+
+DURATIONS = [
+    _duration(
+        "mttd",
+        "Mean time to detect (MTTD)",
+        "started_at",
+        "detected_at",
+        "From when impact started to when the incident was detected. Incidents without a known start "
+        "of impact are counted in `missing`.",
+    ),
+    _duration(
+        "mtta",
+        "Mean time to acknowledge (MTTA)",
+        "detected_at",
+        "acknowledged_at",
+        "From detection to the first acknowledgement by a person. Incidents nobody acknowledged "
+        "(yet) are counted in `missing`.",
+    ),
+    _duration(
+        "time_to_mitigate",
+        "Mean time to mitigate",
+        "detected_at",
+        "mitigated_at",
+        "From detection to mitigation (the latest mitigation for a reopened incident). Incidents not "
+        "mitigated (yet) are counted in `missing`.",
+    ),
+    _duration(
+        "mttr",
+        "Mean time to resolve (MTTR)",
+        "detected_at",
+        "resolved_at",
+        "From detection to resolution. A reopened incident is measured to its final resolution; "
+        "incidents not resolved (yet, or again) are counted in `missing`.",
+    ),
+    _duration(
+        "mttr_from_start",
+        "Mean time to resolve from start of impact",
+        "started_at",
+        "resolved_at",
+        "From when impact started to resolution (final resolution for a reopened incident). Incidents "
+        "without a known start of impact or not resolved are counted in `missing`.",
+    ),
+]
+
+CORE_DEFINITIONS = [
+    *DURATIONS,
+    MetricDefinition(
+        "incidents",
+        "Incidents",
+        "Incidents detected in the period, not dismissed and not duplicates.",
+        "incidents",
+        "count",
+    ),
+    MetricDefinition(
+        "frequency_week",
+        "Incidents per week",
+        "Incidents by the week (Monday to Sunday, UTC) they were detected in, every week of the period "
+        "listed (zero included); `mean` is the average over those weeks.",
+        "incidents per week",
+        "series",
+    ),
+    MetricDefinition(
+        "frequency_month",
+        "Incidents per month",
+        "Incidents by the calendar month they were detected in, every month of the period listed (zero "
+        "included); `mean` is the average over those months.",
+        "incidents per month",
+        "series",
+    ),
+    MetricDefinition(
+        "severity_distribution",
+        "Severity distribution",
+        "Incidents per severity level (their current severity), with each level's share of all incidents.",
+        "incidents",
+        "distribution",
+    ),
+    MetricDefinition(
+        "recurrence_rate",
+        "Recurrence rate",
+        "Share of incidents linked as a recurrence of an earlier incident (`count` of `total`).",
+        "ratio",
+        "rate",
+    ),
+    MetricDefinition(
+        "customers_affected",
+        "Customers affected",
+        "Distinct customer or account ids among the customer reports linked to these incidents.",
+        "customers",
+        "count",
+    ),
+    MetricDefinition(
+        "customer_reports",
+        "Customer reports",
+        "Customer reports linked to these incidents.",
+        "reports",
+        "count",
+    ),
+]
+
+_sources = []  # (fn, definitions)
+_series = {}
+
+
+def metric_source_register(fn, *, definitions=()):
+    """fn(incidents) -> {key: metric dict} adds metrics about another app's records (see metric_result)."""
+    if all(existing is not fn for existing, _defs in _sources):
+        _sources.append((fn, tuple(definitions)))
+
+
+def metric_series_register(key, fn):
+    """fn(incidents) -> list of rows: a chart series another app computes (e.g. open action items by age)."""
+    _series[key] = fn
+
+
+def metric_series(key, incidents):
+    """The registered series for these incidents, or None when no app registered it."""
+    fn = _series.get(key)
+    return None if fn is None else fn(incidents)
+
+
+def metric_definitions():
+    """Every metric's definition, core first, then the registered ones, in order."""
+    return [*CORE_DEFINITIONS, *(d for _fn, defs in _sources for d in defs)]
+
+
+def metric_result(definition, **values):
+    return {**definition.as_dict(), **values}
+
+
+# ---- Database expressions ---------------------------------------------------------------------
+
+
+class Seconds(Func):
+    """end - start in seconds (a float); NULL when either is missing."""
+
+    output_field = FloatField()
+
+    def __init__(self, end, start):
+        super().__init__(end, start)
+
+    def as_sql(self, compiler, connection, **extra):
+        # SQLite: Django's own timestamp difference (integer microseconds, exact).
+        return super().as_sql(
+            compiler, connection, template="(django_timestamp_diff(%(expressions)s) / 1000000.0)", arg_joiner=", "
+        )
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return super().as_sql(
+            compiler,
+            connection,
+            template="EXTRACT(EPOCH FROM (%(expressions)s))::double precision",
+            arg_joiner=" - ",
+        )
+
+
+class PercentileCont(Aggregate):
+    """PostgreSQL's percentile_cont: the continuous (interpolated) percentile, NULLs ignored."""
+
+    function = "PERCENTILE_CONT"
+    name = "PercentileCont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression, fraction, **extra):
+        super().__init__(expression, fraction=repr(float(fraction)), **extra)
+
+
+def _supports_percentile_cont():
+    return connection.vendor == "postgresql"
+
+
+def duration_expression(definition):
+    return Seconds(F(definition.end), F(definition.start))
+
+
+# ---- Which incidents ---------------------------------------------------------------------------
+
+
+def incidents_for_metrics(*, user, since=None, until=None, service=None, severity=None):
+    """The incidents the metrics are about: visible to the user, not dismissed, not duplicates, in the period.
+
+    since/until are aware datetimes on detected_at (since inclusive, until exclusive); service is a
+    slug, a Service, or a list of either; severity a level, a Severity, or a list of either.
+    """
+    incidents = (
+        Incident.objects.visible_to(user)
+        .exclude(status=Incident.Status.DISMISSED)
+        .filter(duplicate_of__isnull=True)
+        .order_by()
+    )
+    if since is not None and until is not None and since >= until:
+        raise MetricsError("The period's start must be before its end.")
+    if since is not None:
+        incidents = incidents.filter(detected_at__gte=since)
+    if until is not None:
+        incidents = incidents.filter(detected_at__lt=until)
+    services = _as_list(service)
+    if services:
+        slugs = [s.slug if isinstance(s, Service) else s for s in services]
+        links = Incident.services.through.objects.filter(incident_id=OuterRef("pk"), service__slug__in=slugs)
+        incidents = incidents.filter(Exists(links))
+    levels = _as_list(severity)
+    if levels:
+        incidents = incidents.filter(severity__level__in=[s.level if isinstance(s, Severity) else s for s in levels])
+    return incidents
+
+
+def _as_list(value):
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, (list, tuple, set)) else [value]
+
+
+# ---- Computation -------------------------------------------------------------------------------
+
+
+def _round(value, digits=3):
+    return None if value is None else round(float(value), digits)
+
+
+def _sqlite_percentile(incidents, expression, count, fraction):
+    """percentile_cont's answer with ORDER BY + OFFSET in the database: the two neighbours, interpolated."""
+    position = fraction * (count - 1)
+    low = math.floor(position)
+    values = list(
+        incidents.annotate(v=expression)
+        .filter(v__isnull=False)
+        .order_by("v")
+        .values_list("v", flat=True)[low : low + 2]
+    )
+    if not values:
+        return None
+    if len(values) == 1 or position == low:
+        return values[0]
+    return values[0] + (position - low) * (values[1] - values[0])
+
+
+def duration_stats(incidents, definitions=DURATIONS):
+    """{key: {count, missing, mean, median, p90}} for these duration definitions, plus "_total" and "_recurrences"."""
+    aggregates = {"_total": Count("id"), "_recurrences": Count("id", filter=Q(recurrence_of__isnull=False))}
+    postgres = _supports_percentile_cont()
+    for d in definitions:
+        expression = duration_expression(d)
+        aggregates[f"{d.key}__count"] = Count(expression)
+        aggregates[f"{d.key}__mean"] = Avg(expression)
+        if postgres:
+            aggregates[f"{d.key}__median"] = PercentileCont(expression, 0.5)
+            aggregates[f"{d.key}__p90"] = PercentileCont(expression, 0.9)
+    row = incidents.aggregate(**aggregates)
+    total = row["_total"]
+    stats = {"_total": total, "_recurrences": row["_recurrences"]}
+    for d in definitions:
+        count = row[f"{d.key}__count"]
+        if postgres:
+            median, p90 = row[f"{d.key}__median"], row[f"{d.key}__p90"]
+        elif count:
+            expression = duration_expression(d)
+            median = _sqlite_percentile(incidents, expression, count, 0.5)
+            p90 = _sqlite_percentile(incidents, expression, count, 0.9)
+        else:
+            median = p90 = None
+        stats[d.key] = {
+            "count": count,
+            "missing": total - count,
+            "mean": _round(row[f"{d.key}__mean"]),
+            "median": _round(median),
+            "p90": _round(p90),
+        }
+    return stats
+
+
+TRUNC = {"week": TruncWeek, "month": TruncMonth}
+MAX_BUCKETS = {"week": 1100, "month": 250}  # about 21 years
+
+
+def _bucket_start(value, period):
+    value = timezone.localtime(value).date() if isinstance(value, datetime) else value
+    if period == "week":
+        return value - timedelta(days=value.weekday())
+    return value.replace(day=1)
+
+
+def _next_bucket(day, period):
+    if period == "week":
+        return day + timedelta(days=7)
+    return date(day.year + (day.month == 12), day.month % 12 + 1, 1)
+
+
+def _buckets(first, last, period):
+    days, day = [], first
+    while day <= last:
+        days.append(day)
+        day = _next_bucket(day, period)
+    return days
+
+
+def period_buckets(period, since=None, until=None, found=()):
+    """Every bucket start of the period: from since (or the first found) to until (or the last found)."""
+    found = sorted(found)
+    first = _bucket_start(since, period) if since is not None else (found[0] if found else None)
+    last = (
+        _bucket_start(until - timedelta(microseconds=1), period)
+        if until is not None
+        else (found[-1] if found else None)
+    )
+    if first is None or last is None:
+        return list(found)
+    if first > last:
+        return []
+    span = (last - first).days // (7 if period == "week" else 28)
+    if span > MAX_BUCKETS[period]:
+        raise MetricsError(f"The period is too long for a {period}ly series: choose a start within about 20 years.")
+    return _buckets(first, last, period)
+
+
+def frequency(incidents, period="week", since=None, until=None):
+    """{"series": [{"start": date, "count": n}], "total", "mean"}: incidents per week or month, gaps as zero."""
+    rows = (
+        incidents.annotate(bucket=TRUNC[period]("detected_at"))
+        .values("bucket")
+        .annotate(n=Count("id"))
+        .order_by("bucket")
+    )
+    counts = {_bucket_start(row["bucket"], period): row["n"] for row in rows}
+    series = [{"start": day, "count": counts.get(day, 0)} for day in period_buckets(period, since, until, counts)]
+    total = sum(counts.values())
+    return {"series": series, "total": total, "mean": _round(total / len(series)) if series else None}
+
+
+def frequency_by_severity(incidents, period="week", since=None, until=None):
+    """Incidents per week (or month) and severity level: [{"start", "level", "count"}] (no zero rows)."""
+    rows = (
+        incidents.annotate(bucket=TRUNC[period]("detected_at"))
+        .values("bucket", "severity__level")
+        .annotate(n=Count("id"))
+        .order_by("bucket", "severity__level")
+    )
+    return [
+        {"start": _bucket_start(row["bucket"], period), "level": row["severity__level"], "count": row["n"]}
+        for row in rows
+    ]
+
+
+def duration_trend(incidents, key, period="week"):
+    """A duration's trend: [{"start", "count", "mean"}] per week or month of detection (weeks without one left out)."""
+    definition = next(d for d in DURATIONS if d.key == key)
+    expression = duration_expression(definition)
+    rows = (
+        incidents.annotate(bucket=TRUNC[period]("detected_at"))
+        .values("bucket")
+        .annotate(n=Count(expression), mean=Avg(expression))
+        .filter(n__gt=0)
+        .order_by("bucket")
+    )
+    return [
+        {"start": _bucket_start(row["bucket"], period), "count": row["n"], "mean": _round(row["mean"])} for row in rows
+    ]
+
+
+def severity_distribution(incidents):
+    counts = dict(incidents.values_list("severity_id").annotate(n=Count("id")).order_by())
+    total = sum(counts.values())
+    items = [
+        {
+            "level": severity.level,
+            "label": severity.label,
+            "name": severity.name,
+            "count": counts.get(severity.pk, 0),
+            "share": _round(counts.get(severity.pk, 0) / total, 4) if total else None,
+        }
+        for severity in Severity.objects.order_by("level")
+    ]
+    return {"items": items, "total": total}
+
+
+# Customer impact minutes: from when impact started (detection if unknown) to mitigation (resolution if
+# it skipped mitigation; now while the incident is still open).
+def impact_seconds_expression(prefix=""):
+    """Seconds of customer impact of the incident at prefix ("" or "incident__")."""
+    return Seconds(
+        Coalesce(f"{prefix}mitigated_at", f"{prefix}resolved_at", Now()),
+        Coalesce(f"{prefix}started_at", f"{prefix}detected_at"),
+    )
+
+
+def services_impact(incidents):
+    """Per service touched by these incidents: incidents, impact minutes, customer reports; most impact first.
+
+    [{"slug", "name", "incidents", "impact_minutes", "customer_reports"}]. An incident with several
+    services counts for each of them.
+    """
+    through = Incident.services.through
+    links = through.objects.filter(incident__in=incidents.values("pk"))
+    rows = links.values("service_id").annotate(
+        n=Count("incident_id"),
+        seconds=Sum(impact_seconds_expression("incident__")),
+    )
+    reports = dict(
+        CustomerReport.objects.filter(incident__in=incidents.values("pk"))
+        .values_list("incident__services")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    found = {row["service_id"]: row for row in rows}
+    services = Service.objects.filter(pk__in=found).only("id", "slug", "name")
+    result = [
+        {
+            "slug": service.slug,
+            "name": service.name,
+            "incidents": found[service.pk]["n"],
+            "impact_minutes": _round((found[service.pk]["seconds"] or 0) / 60, 1),
+            "customer_reports": reports.get(service.pk, 0),
+        }
+        for service in services
+    ]
+    result.sort(key=lambda r: (-r["impact_minutes"], -r["incidents"], r["slug"]))
+    return result
+
+
+def metrics_compute(*, user, since=None, until=None, service=None, severity=None):
+    """Every metric for these filters: an ordered dict of key -> definition and values (see the module doc)."""
+    incidents = incidents_for_metrics(user=user, since=since, until=until, service=service, severity=severity)
+    # Check the period before running the queries.
+    period_buckets("week", since, until)
+    definitions = {d.key: d for d in CORE_DEFINITIONS}
+    stats = duration_stats(incidents)
+    total, recurrences = stats.pop("_total"), stats.pop("_recurrences")
+    result = OrderedDict()
+    for d in DURATIONS:
+        result[d.key] = metric_result(d, **stats[d.key])
+    result["incidents"] = metric_result(definitions["incidents"], count=total)
+    for period in ("week", "month"):
+        key = f"frequency_{period}"
+        result[key] = metric_result(definitions[key], **frequency(incidents, period, since, until))
+    result["severity_distribution"] = metric_result(
+        definitions["severity_distribution"], **severity_distribution(incidents)
+    )
+    result["recurrence_rate"] = metric_result(
+        definitions["recurrence_rate"],
+        count=recurrences,
+        total=total,
+        rate=_round(recurrences / total, 4) if total else None,
+    )
+    reports = CustomerReport.objects.filter(incident__in=incidents.values("pk")).aggregate(
+        n=Count("id"), customers=Count("customer_id", distinct=True)
+    )
+    result["customers_affected"] = metric_result(definitions["customers_affected"], count=reports["customers"])
+    result["customer_reports"] = metric_result(definitions["customer_reports"], count=reports["n"])
+    for fn, _defs in _sources:
+        result.update(fn(incidents))
+    return result
+
+
+def incident_impact(incident):
+    """Customer impact of one incident (see incidents.selectors.incident_impact)."""
+    from .selectors import incident_impact as impact
+
+    return impact(incident)
+
+
+__all__ = [
+    "CORE_DEFINITIONS",
+    "DURATIONS",
+    "MetricDefinition",
+    "MetricsError",
+    "duration_stats",
+    "duration_trend",
+    "frequency",
+    "frequency_by_severity",
+    "incident_impact",
+    "incidents_for_metrics",
+    "metric_definitions",
+    "metric_result",
+    "metric_series",
+    "metric_series_register",
+    "metric_source_register",
+    "metrics_compute",
+    "period_buckets",
+    "services_impact",
+    "severity_distribution",
+]

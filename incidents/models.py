@@ -691,3 +691,81 @@ class Alert(models.Model):
 
     def __str__(self):
         return self.summary or self.labels.get("alertname") or self.fingerprint
+
+
+# ---- Customer reports (issue 6) ---------------------------------------------------------------
+
+
+class CustomerReport(models.Model):
+    """What a customer told support or a feedback tool, linked to an incident (or not yet: unlinked)."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "E-mail"
+        CHAT = "chat", "Chat"
+        PHONE = "phone", "Phone"
+        SOCIAL = "social", "Social media"
+        SUPPORT_TICKET = "support_ticket", "Support ticket"
+        OTHER = "other", "Other"
+
+    class Sentiment(models.TextChoices):
+        NEGATIVE = "negative", "Negative"
+        NEUTRAL = "neutral", "Neutral"
+        POSITIVE = "positive", "Positive"
+
+    incident = models.ForeignKey(
+        Incident,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="customer_reports",
+        help_text="Empty until someone attaches the report to an incident.",
+    )
+    customer_id = models.CharField(
+        "customer or account id", max_length=200, help_text="The customer's or account's id in your systems."
+    )
+    channel = models.CharField(max_length=20, choices=Channel.choices, default=Channel.OTHER)
+    text = models.TextField(blank=True, help_text="What the customer said.")
+    sentiment = models.CharField(max_length=10, choices=Sentiment.choices, blank=True, help_text="Empty if unknown.")
+    revenue_at_risk = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True, help_text="Optional: revenue this customer puts at risk."
+    )
+    currency = models.CharField(max_length=3, default="USD", help_text="ISO 4217 code of the revenue figure.")
+    received_at = models.DateTimeField(default=timezone.now, help_text="When the customer reported it.")
+    source_reference = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The sending tool's id for the report (ticket number); sending it again changes nothing.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+        help_text="The person, or the API key's user, who entered it.",
+    )
+    attached_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [
+            models.Index(fields=["incident", "received_at"], name="customerreport_incident_idx"),
+            models.Index(fields=["-received_at", "-id"], name="customerreport_received_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["created_by", "source_reference"],
+                condition=~Q(source_reference=""),
+                name="customerreport_unique_source_reference",
+            ),
+            models.CheckConstraint(
+                condition=Q(revenue_at_risk__isnull=True) | Q(revenue_at_risk__gte=0),
+                name="customerreport_revenue_not_negative",
+                violation_error_message="Revenue at risk cannot be negative.",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.customer_id} via {self.get_channel_display()} at {self.received_at:%Y-%m-%d %H:%M}"

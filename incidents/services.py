@@ -453,3 +453,111 @@ def incident_member_remove(*, member, actor):
         timeline_event_record(
             incident=incident, kind=Kind.MEMBER_REMOVED, actor=actor, data={"user": _username(member.user)}
         )
+
+
+# ---- Customer reports (issue 6) ---------------------------------------------------------------
+
+
+def _customer_report_event(incident, report, actor, attached):
+    revenue = f"{report.revenue_at_risk} {report.currency}" if report.revenue_at_risk is not None else ""
+    verb = "attached" if attached else "received"
+    timeline_event_record(
+        incident=incident,
+        kind=Kind.CUSTOMER_REPORT,
+        actor=actor,
+        occurred_at=timezone.now() if attached else min(report.received_at, timezone.now()),
+        body=f"Customer report from {report.customer_id} via {report.get_channel_display().lower()} {verb}"
+        + (f" ({revenue} at risk)" if revenue else "")
+        + ".",
+        data={
+            "report": report.pk,
+            "customer_id": report.customer_id,
+            "channel": report.channel,
+            "sentiment": report.sentiment or None,
+            "revenue_at_risk": str(report.revenue_at_risk) if report.revenue_at_risk is not None else None,
+            "currency": report.currency if report.revenue_at_risk is not None else None,
+            "received_at": _iso(report.received_at),
+            "attached": attached,
+        },
+    )
+
+
+@transaction.atomic
+def customer_report_create(
+    *,
+    actor,
+    customer_id,
+    channel="other",
+    text="",
+    sentiment="",
+    revenue_at_risk=None,
+    currency="USD",
+    received_at=None,
+    source_reference="",
+    incident=None,
+):
+    """Record what a customer reported, linked to an incident or not (staff attach it later).
+
+    With a source_reference (the sending tool's ticket id), sending the same report again returns
+    the first one and changes nothing.
+    """
+    from .models import CustomerReport
+
+    customer_id = (customer_id or "").strip()
+    if not customer_id:
+        raise IncidentError("A customer report needs the customer's or account's id.")
+    if revenue_at_risk is not None and revenue_at_risk < 0:
+        raise IncidentError("Revenue at risk cannot be negative.")
+    currency = (currency or "USD").strip().upper()
+    if len(currency) != 3 or not currency.isalpha():
+        raise IncidentError("A currency is a three-letter ISO 4217 code, e.g. EUR.")
+    received_at = _when(received_at)
+    if incident is not None:
+        incident = _lock(incident)
+    if source_reference:
+        existing = CustomerReport.objects.filter(created_by=actor, source_reference=source_reference).first()
+        if existing is not None:
+            return existing
+    fields = dict(
+        incident=incident,
+        customer_id=customer_id,
+        channel=channel,
+        text=text,
+        sentiment=sentiment or "",
+        revenue_at_risk=revenue_at_risk,
+        currency=currency,
+        received_at=received_at,
+        source_reference=source_reference,
+        created_by=actor,
+        attached_at=timezone.now() if incident is not None else None,
+    )
+    try:
+        with transaction.atomic():
+            report = CustomerReport.objects.create(**fields)
+    except IntegrityError:
+        if not source_reference:
+            raise
+        # The same report sent twice at once: the other request created it.
+        return CustomerReport.objects.get(created_by=actor, source_reference=source_reference)
+    if incident is not None:
+        _customer_report_event(incident, report, actor, attached=False)
+    return report
+
+
+@transaction.atomic
+def customer_report_attach(*, report, incident, actor):
+    """Link an unlinked customer report to an incident (attaching it to the same one again is a no-op)."""
+    from .models import CustomerReport
+
+    incident = _lock(incident)
+    report = CustomerReport.objects.select_for_update().get(pk=report.pk)
+    if report.incident_id == incident.pk:
+        return report
+    if report.incident_id is not None:
+        # Not named: the other incident may be restricted from this person.
+        raise IncidentError("This customer report is already attached to another incident.")
+    report.incident = incident
+    report.attached_at = timezone.now()
+    report.save(update_fields=["incident", "attached_at"])
+    _customer_report_event(incident, report, actor, attached=True)
+    return report

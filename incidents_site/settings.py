@@ -161,8 +161,50 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
 # --- Post-incident reviews and action items (postmortems) ---
+# Action-item reminders (postmortems.tasks, hourly by default: the schedule is in the admin under
+# Periodic tasks). Owners hear of items due within this many days and of overdue items; items
+# overdue by more than ESCALATE_AFTER_DAYS also go to the incident's commander. A reminder claimed
+# but not sent (its worker died) is retried by a later sweep of the same day after RETRY_MINUTES.
+ACTION_ITEM_REMINDER_DAYS_BEFORE = env.int("ACTION_ITEM_REMINDER_DAYS_BEFORE", default=3)
+ACTION_ITEM_ESCALATE_AFTER_DAYS = env.int("ACTION_ITEM_ESCALATE_AFTER_DAYS", default=7)
+ACTION_ITEM_REMINDER_RETRY_MINUTES = env.int("ACTION_ITEM_REMINDER_RETRY_MINUTES", default=15)
+# Blameless check of reviews: names shorter than this are not looked for, and these words (comma-separated)
+# are never taken for a person's name, on top of the built-in ordinary words ("will", "mark", "admin"…).
+REVIEW_BLAMELESS_MIN_NAME_LENGTH = env.int("REVIEW_BLAMELESS_MIN_NAME_LENGTH", default=3)
+REVIEW_BLAMELESS_IGNORE_WORDS = env.list("REVIEW_BLAMELESS_IGNORE_WORDS", default=[])
 
 # --- Communications (comms) ---
+# Public status page (/status/): its name, the time zone of its JSON timestamps, how long browsers
+# and proxies may cache it, and the key of its opaque public ids (set it once in production:
+# changing it, or SECRET_KEY while it is unset, changes every public id and breaks old links).
+STATUS_PAGE_NAME = env.str("STATUS_PAGE_NAME", default="Service status")
+STATUS_PAGE_TIME_ZONE = env.str("STATUS_PAGE_TIME_ZONE", default=TIME_ZONE)
+STATUS_PAGE_MAX_AGE = env.int("STATUS_PAGE_MAX_AGE", default=30)
+STATUS_PAGE_ID_KEY = env.str("STATUS_PAGE_ID_KEY", default="")
+# Scheduled maintenance: subscribers of its services hear of it this many hours before it starts.
+MAINTENANCE_NOTICE_HOURS = env.int("MAINTENANCE_NOTICE_HOURS", default=24)
+# Outbound webhooks: each POST waits this long for an answer; a failed one (5xx, 408, 429, timeout,
+# connection error) is retried after BASE, 4×BASE, 16×BASE… seconds, at most MAX_ATTEMPTS tries in all.
+WEBHOOK_TIMEOUT_SECONDS = env.int("WEBHOOK_TIMEOUT_SECONDS", default=10)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
+WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)
+# Subscriber deliveries (fan-out of published updates): deliveries per Celery task; a claimed one
+# whose worker died is taken over after CLAIM_TIMEOUT seconds (keep it above CELERY_TASK_TIME_LIMIT);
+# the sweep re-enqueues pending ones the broker never got after SWEEP_AFTER seconds and ones lost by
+# the broker after REQUEUE_AFTER (keep it at or above the broker's visibility timeout).
+COMMS_DELIVERY_CHUNK_SIZE = env.int("COMMS_DELIVERY_CHUNK_SIZE", default=50)
+COMMS_DELIVERY_CLAIM_TIMEOUT = env.int("COMMS_DELIVERY_CLAIM_TIMEOUT", default=900)
+COMMS_DELIVERY_SWEEP_AFTER = env.int("COMMS_DELIVERY_SWEEP_AFTER", default=60)
+COMMS_DELIVERY_REQUEUE_AFTER = env.int("COMMS_DELIVERY_REQUEUE_AFTER", default=3600)
+COMMS_DELIVERY_MAX_ATTEMPTS = env.int("COMMS_DELIVERY_MAX_ATTEMPTS", default=6)
+# Subscription confirmation links work this long; subscriber webhooks wait this long for an answer
+# and may not aim at loopback/private addresses unless this is on.
+COMMS_CONFIRM_MAX_AGE = env.int("COMMS_CONFIRM_MAX_AGE", default=7 * 24 * 3600)
+COMMS_WEBHOOK_TIMEOUT = env.int("COMMS_WEBHOOK_TIMEOUT", default=10)
+COMMS_SUBSCRIBER_WEBHOOK_ALLOW_PRIVATE = env.bool("COMMS_SUBSCRIBER_WEBHOOK_ALLOW_PRIVATE", default=False)
+# Internal updates go to the incident's current role holders and to these addresses (executives,
+# support leads; comma-separated), except for restricted incidents, which stay with their own people.
+COMMS_STAKEHOLDER_EMAILS = env.list("COMMS_STAKEHOLDER_EMAILS", default=[])
 
 # Cache: throttling counters live here. Local memory by default (per process); with several web
 # processes use a shared one, e.g. CACHE_URL=redis://redis.internal:6379/1.
@@ -199,7 +241,17 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",  # served from our static files, no CDN
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"IncidentStatusEnum": "incidents.models.Incident.Status"},
+    # Several models have a `status`, `kind` or `channel`: each choice set gets its own clear name.
+    "ENUM_NAME_OVERRIDES": {
+        "IncidentStatusEnum": "incidents.models.Incident.Status",
+        "TimelineEventKindEnum": "incidents.models.TimelineEvent.Kind",
+        "CustomerReportChannelEnum": "incidents.models.CustomerReport.Channel",
+        "ReviewStatusEnum": "postmortems.models.Review.Status",
+        "ActionItemStatusEnum": "postmortems.models.ActionItem.Status",
+        "ActionItemKindEnum": "postmortems.models.ActionItem.Kind",
+        "UpdateStatusEnum": "comms.models.Update.Status",
+        "SubscriberChannelEnum": "comms.models.Subscriber.Channel",
+    },
     # The alert ingestion endpoints are plain Django views, which drf-spectacular does not see: added here.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

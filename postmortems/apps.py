@@ -10,9 +10,10 @@ class PostmortemsConfig(AppConfig):
         from incidents.services import transition_guard_register
 
         from . import metrics  # noqa: F401  registers the action-item metrics with incidents.metrics
-        from .demo import demo_review_publish
+        from .demo import demo_action_items, demo_review_publish
         from .services import review_close_guard
 
         # An incident whose severity requires a review closes only once its review is published.
         transition_guard_register(review_close_guard)
         demo_step_register("before_close", demo_review_publish)
+        demo_step_register("after_incidents", demo_action_items)

@@ -24,6 +24,7 @@ from incidents.models import (
     references_redacted,
     visible_incident_rows,
 )
+from incidents.selectors import incident_impact_text
 from incidents.services import IncidentError, InvalidTransition, timeline_event_record
 
 from .models import (
@@ -196,12 +197,9 @@ def review_impact_text(incident):
         f"Impact from {_fmt_time(began)} to {_fmt_time(incident.mitigated_at or incident.resolved_at)} "
         f"({_fmt_duration(began, incident.mitigated_at or incident.resolved_at)}).",
     ]
-    reports = getattr(incident, "customer_reports", None)
-    if reports is not None:
-        count = reports.count()
-        if count:
-            customers = reports.values("customer_id").distinct().count()
-            lines.append(f"Customer reports: {count} from {customers} customer(s).")
+    customer_impact = incident_impact_text(incident)
+    if customer_impact:
+        lines.append(f"Customer reports: {customer_impact}")
     return "\n".join(lines)
 
 

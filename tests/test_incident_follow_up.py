@@ -67,3 +67,35 @@ def test_a_similar_incident_the_reader_may_not_see_is_not_named(client, responde
     client.force_login(responder)
     html = page(client, incident)
     assert secret.reference not in html and "data leak" not in html
+
+
+def _reports(incident, actor):
+    from decimal import Decimal
+
+    from incidents.services import customer_report_create
+
+    for n, customer in enumerate(("acme", "acme", "globex")):
+        customer_report_create(
+            actor=actor, customer_id=customer, incident=incident, text="Checkout fails", revenue_at_risk=Decimal(100 * (n + 1))
+        )
+
+
+def test_customer_impact_shows_on_the_incident_page_feeds_reviews_and_internal_updates(admin_client, admin_user):
+    from comms.models import Update
+    from comms.rendering import placeholder_values
+
+    incident = declare("Checkout errors", severity=SeverityFactory(level=2), actor=admin_user)
+    _reports(incident, admin_user)
+    expected = "2 customers affected (3 reports); revenue at risk: 600.00 USD."
+
+    html = page(admin_client, incident)
+    assert "Customer impact" in html and expected in html
+    assert f'{reverse("admin:incidents_customerreport_changelist")}?incident__id__exact={incident.pk}' in html
+
+    review = review_create(incident=incident, actor=admin_user)
+    assert expected in review.customer_impact
+
+    internal = placeholder_values(incident=incident, audience=Update.Audience.INTERNAL)
+    external = placeholder_values(incident=incident, audience=Update.Audience.EXTERNAL, public_status="investigating")
+    assert internal["customer_impact"] == expected and internal["customers_affected"] == "2"
+    assert external["customer_impact"] == ""  # revenue at risk is never told to customers

@@ -13,12 +13,22 @@ from rest_framework.routers import APIRootView
 
 from incidents import services
 from incidents.models import (
+    CustomerReport,
     Incident,
     Service,
     Severity,
     references_hidden_from,
 )
+from incidents.selectors import incident_impact
 
+from .customer_reports import (
+    INCIDENT_ACTION_SCHEMA,
+    CustomerReportInputSerializer,
+    CustomerReportSerializer,
+    ImpactSerializer,
+    create_report,
+    customer_report_created_response,
+)
 from .errors import PreconditionFailed
 from .filters import IncidentFilterSet
 from .schema import error_response
@@ -88,6 +98,10 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
             "GET": ["incidents.view_incident", "incidents.view_roleassignment"],
             "POST": ["incidents.view_incident", "incidents.add_roleassignment"],
         },
+        "customer_reports": {
+            "GET": ["incidents.view_incident", "incidents.view_customerreport"],
+            "POST": ["incidents.view_incident", "incidents.add_customerreport"],
+        },
     }
 
     def get_queryset(self):
@@ -112,6 +126,7 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         "acknowledge": AcknowledgeInputSerializer,
         "timeline": NoteInputSerializer,
         "roles": RoleAssignInputSerializer,
+        "customer_reports": CustomerReportInputSerializer,
     }
 
     def get_serializer_class(self):
@@ -271,6 +286,26 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
             return Response(RoleAssignmentSerializer(assignment).data, status=status.HTTP_201_CREATED)
         page = self.paginate_queryset(incident.role_assignments.select_related("user", "assigned_by"))
         return self.get_paginated_response(RoleAssignmentSerializer(page, many=True).data)
+
+    @INCIDENT_ACTION_SCHEMA[0]
+    @INCIDENT_ACTION_SCHEMA[1]
+    @action(detail=True, methods=["get", "post"], url_path="customer-reports", filter_backends=[])
+    def customer_reports(self, request, pk=None):
+        incident = self.get_object()
+        if request.method == "POST":
+            report, created = create_report(request, dict(self.validated()), incident)
+            return customer_report_created_response(report, created)
+        reports = CustomerReport.objects.filter(incident=incident).select_related("incident", "created_by")
+        page = self.paginate_queryset(reports)
+        return Response(
+            {
+                "incident": incident.reference,
+                "impact": ImpactSerializer(incident_impact(incident)).data,
+                "next": self.paginator.next_link,
+                "previous": self.paginator.previous_link,
+                "results": CustomerReportSerializer(page, many=True).data,
+            }
+        )
 
 
 @extend_schema_view(

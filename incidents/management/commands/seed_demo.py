@@ -307,6 +307,7 @@ class Command(BaseCommand):
         for plan in sorted(plans, key=lambda p: p.detected_at):
             made[id(plan)] = incident = self._play(plan, made)
             plan.incident = incident
+        demo_steps_run("after_incidents", people=self.people, services=self.services, now=self.now)
         return len(made)
 
     def _plan(self, age_days, severities):

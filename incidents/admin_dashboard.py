@@ -1,0 +1,386 @@
+"""The reliability dashboard: an admin page (``/admin/incidents/dashboard/``) and its CSV export.
+
+Wired into the default admin site when the app is ready (``IncidentsConfig.ready`` imports this
+module): two URLs are put in front of the site's own, and the admin index gets a link to the page.
+Anyone who may view incidents may open it; every figure counts only the incidents they may see.
+"""
+
+import csv
+import re
+from datetime import timedelta
+from urllib.parse import urlencode
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseBadRequest, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+
+from . import charts, metrics
+from .dashboard import (
+    DEFAULT_PERIOD,
+    EXPORT_DURATIONS,
+    HOT_SPOT_COLUMNS,
+    IMPACT_DEFINITION,
+    PERIOD_DAYS,
+    Scope,
+    UnknownFigure,
+    dashboard_data,
+    export_queryset,
+    figure_incidents,
+)
+from .models import Service, Severity
+
+PERMISSION = "incidents.view_incident"
+MAX_CUSTOM_DAYS = 3660
+
+
+class DashboardFilterForm(forms.Form):
+    period = forms.ChoiceField(
+        choices=[
+            ("30", "Last 30 days"),
+            ("90", "Last 90 days"),
+            ("365", "Last 365 days"),
+            ("custom", "Custom dates"),
+        ],
+        required=False,
+    )
+    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    service = forms.ModelChoiceField(
+        Service.objects.order_by("name"), to_field_name="slug", required=False, empty_label="All services"
+    )
+    severity = forms.ModelChoiceField(
+        Severity.objects.order_by("level"), to_field_name="level", required=False, empty_label="All severities"
+    )
+
+    def clean(self):
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since or until:
+            data["period"] = "custom"  # dates given: they win over a preset
+        if data.get("period") == "custom":
+            if not since or not until:
+                raise forms.ValidationError("Custom dates need both a start and an end date.")
+            if since > until:
+                raise forms.ValidationError("The start date must not be after the end date.")
+            if (until - since).days > MAX_CUSTOM_DAYS:
+                raise forms.ValidationError("Choose a period of at most ten years.")
+        return data
+
+    def scope(self, now=None):
+        """The scope these filters describe (the default, last 90 days, when they are invalid)."""
+        now = now or timezone.now()
+        data = self.cleaned_data if self.is_valid() else {}
+        service, severity = data.get("service"), data.get("severity")
+        if data.get("period") == "custom":
+            return Scope.between(data["since"], data["until"], service=service, severity=severity, now=now)
+        days = PERIOD_DAYS[data.get("period") or DEFAULT_PERIOD]
+        return Scope.last(days, service=service, severity=severity, now=now)
+
+
+def _check_permission(request):
+    if not request.user.has_perm(PERMISSION):
+        raise PermissionDenied
+
+
+def export_url(scope, figure):
+    return reverse("admin:incidents_dashboard_export") + "?" + urlencode({**scope.params(), "figure": figure})
+
+
+# ---- metric cards --------------------------------------------------------------------------------
+
+
+def human_duration(seconds):
+    """12 s, 14 min, 3.5 h, 2.1 d — a duration read at a glance (None: "–")."""
+    if seconds is None:
+        return "–"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def metric_cards(results, scope):
+    """One card per metric of metrics_compute: headline, detail lines, definition, export link."""
+    cards = []
+    for key, metric in results.items():
+        kind = metric.get("kind")
+        card = {
+            "key": key,
+            "name": metric.get("name", key),
+            "definition": metric.get("definition", ""),
+            "export": export_url(scope, f"metric:{key}"),
+            "stats": [],
+        }
+        if kind == "duration":
+            card["headline"] = human_duration(metric.get("mean"))
+            card["headline_label"] = "mean"
+            card["stats"] = [
+                ("median", human_duration(metric.get("median"))),
+                ("p90", human_duration(metric.get("p90"))),
+                ("measured", metric.get("count")),
+                ("missing", metric.get("missing")),
+            ]
+        elif kind == "rate":
+            rate = metric.get("rate")
+            card["headline"] = "–" if rate is None else f"{100 * rate:.1f}%"
+            card["stats"] = [("count", metric.get("count")), ("of", metric.get("total"))]
+        elif kind == "series":
+            card["headline"] = "–" if metric.get("mean") is None else f"{metric['mean']:g}"
+            card["headline_label"] = "mean"
+            card["stats"] = [("total", metric.get("total")), ("buckets", len(metric.get("series") or ()))]
+        elif kind == "distribution":
+            continue  # drawn as the severity mix chart
+        else:
+            value = metric.get("value", metric.get("count"))
+            if isinstance(value, float):
+                value = f"{value:g}"
+            card["headline"] = "–" if value is None else value
+            for name in ("mean", "median", "p90", "missing", "total"):
+                if metric.get(name) is not None:
+                    card["stats"].append((name, metric[name]))
+        card["unit"] = "" if kind == "duration" else metric.get("unit", "")
+        cards.append(card)
+    return cards
+
+
+# ---- charts --------------------------------------------------------------------------------------
+
+
+def _week_label(day):
+    return f"{day.day} {day:%b}"
+
+
+def build_charts(data, scope):
+    per_week = data["per_week"]
+    weeks = per_week["weeks"]
+    labels = [_week_label(week) for week in weeks]
+    span = (
+        f"{timezone.localtime(scope.since):%d %b %Y} to "
+        f"{timezone.localtime(scope.until - timedelta(microseconds=1)):%d %b %Y}"
+    )
+    result = {}
+    result["per_week"] = charts.stacked_bars(
+        chart_id="chart-per-week",
+        title="Incidents per week by severity",
+        desc=f"{data['total']} incidents detected from {span}, counted by week of detection and stacked by severity.",
+        labels=labels,
+        series=[(sev.label, sev.colour, counts) for sev, counts in per_week["series"]],
+        unit="incidents",
+        width=960,
+        links=[
+            [export_url(scope, f"week:{week.isoformat()}:{sev.level}") for week in weeks]
+            for sev, _counts in per_week["series"]
+        ],
+    )
+    trend = data["trend"]
+    result["mtta"] = charts.line_chart(
+        chart_id="chart-mtta",
+        title="MTTA per week (mean, minutes)",
+        desc="Mean minutes from detection to first acknowledgement, by week of detection. "
+        "Weeks without an acknowledged incident have no point.",
+        labels=labels,
+        series=[("MTTA (mean)", "#2f6fb0", trend["mtta_minutes"])],
+        unit="minutes",
+        width=540,
+        links=[[export_url(scope, f"mtta:{week.isoformat()}") for week in weeks]],
+    )
+    result["mttr"] = charts.line_chart(
+        chart_id="chart-mttr",
+        title="MTTR per week (mean, hours)",
+        desc="Mean hours from detection to resolution, by week of detection. "
+        "Weeks without a resolved incident have no point.",
+        labels=labels,
+        series=[("MTTR (mean)", "#b0452f", trend["mttr_hours"])],
+        unit="hours",
+        width=540,
+        links=[[export_url(scope, f"mttr:{week.isoformat()}") for week in weeks]],
+    )
+    result["mix"] = charts.donut(
+        chart_id="chart-mix",
+        title="Severity mix",
+        desc="Incidents of the period by current severity: "
+        + ", ".join(f"{sev.label} {n}" for sev, n in data["mix"])
+        + ".",
+        slices=[
+            (f"{sev.label} {sev.name}", sev.colour, n, export_url(scope, f"severity:{sev.level}"))
+            for sev, n in data["mix"]
+        ],
+    )
+    top = data["top_services"]
+    result["top_services"] = charts.horizontal_bars(
+        chart_id="chart-top-services",
+        title="Top services by impact minutes",
+        desc="Services with the most impact minutes in the period. " + IMPACT_DEFINITION,
+        rows=[
+            (
+                row["name"],
+                row["impact_minutes"],
+                f"{row['impact_minutes']:,.0f} min · {row['incidents']} incident{'s' * (row['incidents'] != 1)}",
+                export_url(scope, f"service:{row['slug']}"),
+            )
+            for row in top
+        ],
+        fill="#8a4fb0",
+        empty="No incident of the period names a service",
+        width=960,
+    )
+    by_age = data["action_items_by_age"]
+    if by_age is not None:
+        result["action_items"] = charts.horizontal_bars(
+            chart_id="chart-action-items",
+            title="Open action items by age",
+            desc="Action items still open or in progress, from the period's incidents, by how long ago they were created.",
+            rows=[(label, count, f"{count}", None) for label, count in by_age],
+            fill="#c07a16",
+            empty="No open action items",
+            width=440,
+        )
+    return result
+
+
+# ---- views ---------------------------------------------------------------------------------------
+
+
+def dashboard_view(request):
+    _check_permission(request)
+    form = DashboardFilterForm(request.GET or None)
+    scope = form.scope() if form.is_bound else DashboardFilterForm().scope()
+    order = request.GET.get("rank", "incidents")
+    order = order if order in HOT_SPOT_COLUMNS else "incidents"
+    data = dashboard_data(user=request.user, scope=scope, hot_spot_order=order)
+    results = metrics.metrics_compute(
+        user=request.user, since=scope.since, until=scope.until, service=scope.service, severity=scope.severity
+    )
+    base = {**scope.params()}
+    rank_links = {column: "?" + urlencode({**base, "rank": column}) for column in HOT_SPOT_COLUMNS}
+    for row in data["hot_spots"]:
+        row["export"] = export_url(scope, f"service:{row['slug']}")
+    context = {
+        **admin.site.each_context(request),
+        "title": "Reliability dashboard",
+        "form": form if form.is_bound else DashboardFilterForm(initial={"period": DEFAULT_PERIOD}),
+        "scope": scope,
+        "period_since": timezone.localtime(scope.since),
+        "period_until": timezone.localtime(scope.until - timedelta(microseconds=1)),
+        "data": data,
+        "cards": metric_cards(results, scope),
+        "charts": build_charts(data, scope),
+        "hot_spots": data["hot_spots"],
+        "rank": order,
+        "rank_links": rank_links,
+        "impact_definition": IMPACT_DEFINITION,
+        "export_all": export_url(scope, "all"),
+    }
+    return TemplateResponse(request, "admin/incidents/dashboard.html", context)
+
+
+CSV_COLUMNS = [
+    "reference",
+    "title",
+    "severity",
+    "services",
+    "status",
+    "started_at",
+    "detected_at",
+    "acknowledged_at",
+    "mitigated_at",
+    "resolved_at",
+    "closed_at",
+    *EXPORT_DURATIONS,
+    "impact_minutes",
+    "url",
+]
+INJECTION_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value):
+    """A cell a spreadsheet will not run as a formula: text starting with = + - @ (or a tab or CR) gets a quote."""
+    if value is None:
+        return ""
+    text = str(value)
+    return "'" + text if text.startswith(INJECTION_START) else text
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+def _timestamp(value):
+    return "" if value is None else timezone.localtime(value).isoformat()
+
+
+def _minutes(seconds):
+    return "" if seconds is None else f"{seconds / 60:.1f}"
+
+
+def export_rows(incidents):
+    yield CSV_COLUMNS
+    site = getattr(settings, "SITE_URL", "").rstrip("/")
+    for incident in export_queryset(incidents).iterator(chunk_size=500):
+        yield [
+            incident.reference,
+            incident.title,
+            incident.severity.label,
+            " ".join(service.slug for service in incident.services.all()),
+            incident.status,
+            _timestamp(incident.started_at),
+            _timestamp(incident.detected_at),
+            _timestamp(incident.acknowledged_at),
+            _timestamp(incident.mitigated_at),
+            _timestamp(incident.resolved_at),
+            _timestamp(incident.closed_at),
+            *(_minutes(getattr(incident, name)) for name in EXPORT_DURATIONS),
+            _minutes(incident.impact_seconds),
+            site + reverse("admin:incidents_incident_change", args=[incident.pk]),
+        ]
+
+
+def export_view(request):
+    _check_permission(request)
+    form = DashboardFilterForm(request.GET or None)
+    if form.is_bound and not form.is_valid():
+        errors = "; ".join(message for messages in form.errors.values() for message in messages)
+        return HttpResponseBadRequest(f"Invalid filters: {errors}", content_type="text/plain")
+    scope = form.scope() if form.is_bound else DashboardFilterForm().scope()
+    figure = request.GET.get("figure", "all")
+    try:
+        incidents = figure_incidents(user=request.user, scope=scope, figure=figure)
+    except UnknownFigure as error:
+        return HttpResponseBadRequest(str(error), content_type="text/plain")
+    writer = csv.writer(_Echo())
+    rows = (writer.writerow([csv_safe(cell) for cell in row]) for row in export_rows(incidents))
+    response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", figure).strip("-") or "all"
+    response["Content-Disposition"] = f'attachment; filename="incidents-{name}-{timezone.localdate():%Y%m%d}.csv"'
+    return response
+
+
+# ---- wiring into the admin site ------------------------------------------------------------------
+
+
+def _with_dashboard_urls(get_urls):
+    def get_urls_with_dashboard():
+        site = admin.site
+        return [
+            path("incidents/dashboard/", site.admin_view(dashboard_view), name="incidents_dashboard"),
+            path("incidents/dashboard/export.csv", site.admin_view(export_view), name="incidents_dashboard_export"),
+            *get_urls(),
+        ]
+
+    get_urls_with_dashboard.dashboard = True
+    return get_urls_with_dashboard
+
+
+if not getattr(admin.site.get_urls, "dashboard", False):
+    admin.site.get_urls = _with_dashboard_urls(admin.site.get_urls)
+    admin.site.index_template = "admin/incidents/dashboard_index.html"

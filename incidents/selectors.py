@@ -1,0 +1,74 @@
+"""Reads shared by the admin, the API and the other apps (update drafts, the review's impact section)."""
+
+from django.db.models import Count, Max, Min, Sum
+from django.db.models.functions import TruncHour
+
+from .models import CustomerReport, visible_incident_rows
+
+
+def customer_report_list(*, user, incident=None, linked=None):
+    """Customer reports the user may see: unlinked ones, and those of incidents visible to them."""
+    reports = visible_incident_rows(CustomerReport.objects.select_related("incident", "created_by"), user)
+    if incident is not None:
+        reports = reports.filter(incident=incident)
+    if linked is not None:
+        reports = reports.filter(incident__isnull=not linked)
+    return reports
+
+
+def incident_impact(incident):
+    """Customer impact of one incident, from its linked customer reports (four small aggregate queries).
+
+    {"customers_affected": distinct customer ids, "reports": n, "first_report_at", "last_report_at",
+     "revenue_at_risk": [{"currency", "amount"}] (a sum per currency, largest first),
+     "sentiment": {"negative": n, "neutral": n, "positive": n, "unknown": n},
+     "reports_over_time": [{"hour": datetime, "count": n}] (hours with reports, oldest first)}
+
+    Callers must already have checked that the reader may see the incident.
+    """
+    reports = CustomerReport.objects.filter(incident=incident).order_by()
+    totals = reports.aggregate(
+        n=Count("id"), customers=Count("customer_id", distinct=True), first=Min("received_at"), last=Max("received_at")
+    )
+    revenue = [
+        {"currency": row["currency"], "amount": row["amount"]}
+        for row in reports.filter(revenue_at_risk__isnull=False)
+        .values("currency")
+        .annotate(amount=Sum("revenue_at_risk"))
+        .order_by("-amount", "currency")
+    ]
+    sentiment = {choice: 0 for choice in CustomerReport.Sentiment.values}
+    sentiment["unknown"] = 0
+    for value, n in reports.values_list("sentiment").annotate(n=Count("id")):
+        sentiment[value or "unknown"] = n
+    over_time = [
+        {"hour": row["hour"], "count": row["n"]}
+        for row in reports.annotate(hour=TruncHour("received_at"))
+        .values("hour")
+        .annotate(n=Count("id"))
+        .order_by("hour")
+    ]
+    return {
+        "customers_affected": totals["customers"],
+        "reports": totals["n"],
+        "first_report_at": totals["first"],
+        "last_report_at": totals["last"],
+        "revenue_at_risk": revenue,
+        "sentiment": sentiment,
+        "reports_over_time": over_time,
+    }
+
+
+def incident_impact_text(incident):
+    """One line for an update draft or a review's impact section, e.g.
+    "12 customers affected (15 reports); revenue at risk: 4,200.00 USD." ("" without reports)."""
+    impact = incident_impact(incident)
+    if not impact["reports"]:
+        return ""
+    customers = impact["customers_affected"]
+    text = f"{customers} customer{'s' if customers != 1 else ''} affected ({impact['reports']} report"
+    text += "s)" if impact["reports"] != 1 else ")"
+    if impact["revenue_at_risk"]:
+        amounts = ", ".join(f"{row['amount']:,.2f} {row['currency']}" for row in impact["revenue_at_risk"])
+        text += f"; revenue at risk: {amounts}"
+    return text + "."
