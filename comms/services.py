@@ -1,5 +1,6 @@
 """Every write in comms goes through a function here (one per change); sections by area."""
 
+import json
 import logging
 import smtplib
 from datetime import timedelta
@@ -800,42 +801,30 @@ class _Permanent(Exception):
     pass
 
 
-def _destination_check(url):
-    """Subscriber webhooks may not aim at this host's network unless an administrator allows it."""
-    import ipaddress
-    import socket
-
-    if _setting("COMMS_SUBSCRIBER_WEBHOOK_ALLOW_PRIVATE", False):
-        return
-    host = urlsplit(url).hostname or ""
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError as error:
-        raise DeliveryRetry(f"cannot resolve {host}: {error}") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise _Permanent(f"{host} resolves to a non-public address ({address}); refused.")
-
-
 def _post_webhook(delivery, context):
-    import requests
+    """POST to a subscriber's webhook with the outbound webhooks' guard: every address the host
+    resolves to is checked, and the connection goes to a checked one (no DNS rebinding)."""
+    from . import webhooks
 
-    _destination_check(delivery.address)
+    allow_private = _setting("COMMS_SUBSCRIBER_WEBHOOK_ALLOW_PRIVATE", False)
     try:
-        response = requests.post(
-            delivery.address,
-            json=_webhook_payload(delivery, context),
-            timeout=_setting("COMMS_WEBHOOK_TIMEOUT", 10),
-            allow_redirects=False,
-            headers={"User-Agent": "incidents-subscriptions/1"},
+        destination = webhooks.destination_check(delivery.address, allow_private=allow_private)
+    except webhooks.DestinationRefused as error:
+        raise _Permanent(f"{error} (COMMS_SUBSCRIBER_WEBHOOK_ALLOW_PRIVATE)") from None
+    except webhooks.WebhookError as error:
+        raise DeliveryRetry(str(error)) from None
+    body = json.dumps(_webhook_payload(delivery, context)).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "incidents-subscriptions/1"}
+    try:
+        status, excerpt, _location = webhooks.destination_post(
+            destination, body, headers, _setting("COMMS_WEBHOOK_TIMEOUT", 10)
         )
-    except requests.RequestException as error:
-        raise DeliveryRetry(str(error)[:500]) from None
-    if 200 <= response.status_code < 300:
+    except OSError as error:
+        raise DeliveryRetry(f"{type(error).__name__}: {error}"[:500]) from None
+    if 200 <= status < 300:
         return
-    detail = f"HTTP {response.status_code}: {response.text[:200]}"
-    if 400 <= response.status_code < 500 and response.status_code not in (408, 425, 429):
+    detail = f"HTTP {status}: {excerpt[:200]}"
+    if 400 <= status < 500 and status not in (408, 425, 429):
         raise _Permanent(detail)
     raise DeliveryRetry(detail)
 

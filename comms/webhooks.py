@@ -196,7 +196,7 @@ def _connection(destination, address, timeout):
     return connection
 
 
-def _post(destination, body, headers, timeout):
+def destination_post(destination, body, headers, timeout):
     """(status, body excerpt, Location) of a POST to the first checked address that accepts a connection."""
     last_error = None
     for address in destination.addresses:
@@ -594,7 +594,7 @@ def webhook_delivery_send(*, delivery_id):
     }
     timeout = _setting("WEBHOOK_TIMEOUT_SECONDS", 10)
     try:
-        status, excerpt, location = _post(destination, body, headers, timeout)
+        status, excerpt, location = destination_post(destination, body, headers, timeout)
     except TimeoutError:
         return _failed_attempt(delivery, error=f"No answer within {timeout} s.")
     except (OSError, http.client.HTTPException) as exc:

@@ -1,5 +1,6 @@
 """Publishing an update creates one delivery per recipient; workers claim, send, and never send twice."""
 
+import json
 from datetime import timedelta
 from unittest import mock
 
@@ -175,25 +176,39 @@ def test_a_delivery_claimed_by_a_live_worker_is_skipped_and_a_dead_workers_claim
     assert Delivery.objects.get(pk=delivery.pk).state == "sent"
 
 
-class FakeResponse:
-    def __init__(self, status_code, text=""):
-        self.status_code, self.text = status_code, text
+def answering(answers):
+    """Stands in for the webhook POST: answers[host] is (status, text); the calls are recorded."""
+    return mock.patch(
+        "comms.webhooks.destination_post",
+        side_effect=lambda destination, body, headers, timeout: (*answers(destination.host), None),
+    )
 
 
-def test_webhook_answers_decide_sent_retry_or_failed(checkout, settings, django_capture_on_commit_callbacks):
-    settings.COMMS_SUBSCRIBER_WEBHOOK_ALLOW_PRIVATE = True  # no DNS in tests
+def posted(post):
+    """{host: the JSON body} of the recorded POSTs."""
+    return {c.args[0].host: json.loads(c.args[1]) for c in post.call_args_list}
+
+
+@pytest.fixture
+def public_dns():
+    """The example hosts resolve to a public address (tests have no DNS)."""
+    with mock.patch("comms.webhooks.host_resolve", return_value=("93.184.216.34",)):
+        yield
+
+
+def test_webhook_answers_decide_sent_retry_or_failed(checkout, public_dns, django_capture_on_commit_callbacks):
     for name in ("ok", "gone", "busy"):
         SubscriberFactory(channel="webhook", email="", url=f"https://{name}.example.com/hook")
     SubscriberFactory(channel="slack", email="", url="https://slack.example.com/T1")
     update = published(declare("Checkout errors", services=[checkout]), title="Checkout errors")
     fan_out(update, django_capture_on_commit_callbacks)
     answers = {
-        "https://ok.example.com/hook": FakeResponse(204),
-        "https://gone.example.com/hook": FakeResponse(410, "no such hook"),
-        "https://busy.example.com/hook": FakeResponse(503, "try later"),
-        "https://slack.example.com/T1": FakeResponse(200, "ok"),
+        "ok.example.com": (204, ""),
+        "gone.example.com": (410, "no such hook"),
+        "busy.example.com": (503, "try later"),
+        "slack.example.com": (200, "ok"),
     }
-    with mock.patch("requests.post", side_effect=lambda url, **kw: answers[url]) as post:
+    with answering(answers.__getitem__) as post:
         retries = services.deliveries_send(delivery_ids=list(Delivery.objects.values_list("pk", flat=True)))
     states = dict(Delivery.objects.values_list("address", "state"))
     assert states == {
@@ -205,23 +220,22 @@ def test_webhook_answers_decide_sent_retry_or_failed(checkout, settings, django_
     busy = Delivery.objects.get(address="https://busy.example.com/hook")
     assert retries == [(busy.pk, 1)] and "503" in busy.last_error
     assert "410" in Delivery.objects.get(address="https://gone.example.com/hook").last_error
-    bodies = {c.args[0]: c.kwargs["json"] for c in post.call_args_list}
-    assert bodies["https://ok.example.com/hook"]["update"]["id"] == update.pk
-    assert "Checkout errors" in bodies["https://slack.example.com/T1"]["text"]
+    bodies = posted(post)
+    assert bodies["ok.example.com"]["update"]["id"] == update.pk
+    assert "Checkout errors" in bodies["slack.example.com"]["text"]
     # The retry succeeds later; after the last attempt a temporary failure is final.
-    with mock.patch("requests.post", return_value=FakeResponse(200)):
+    with answering(lambda host: (200, "")):
         assert services.deliveries_send(delivery_ids=[busy.pk]) == []
     assert Delivery.objects.get(pk=busy.pk).state == "sent"
 
 
-def test_temporary_failures_give_up_after_the_last_attempt(checkout, settings, django_capture_on_commit_callbacks):
-    settings.COMMS_SUBSCRIBER_WEBHOOK_ALLOW_PRIVATE = True
+def test_temporary_failures_give_up_after_the_last_attempt(checkout, settings, public_dns, django_capture_on_commit_callbacks):
     settings.COMMS_DELIVERY_MAX_ATTEMPTS = 2
     SubscriberFactory(channel="webhook", email="", url="https://busy.example.com/hook")
     update = published(declare("Checkout errors", services=[checkout]))
     fan_out(update, django_capture_on_commit_callbacks)
     delivery = Delivery.objects.get()
-    with mock.patch("requests.post", return_value=FakeResponse(500)):
+    with answering(lambda host: (500, "")):
         assert services.deliveries_send(delivery_ids=[delivery.pk]) == [(delivery.pk, 1)]
         assert services.deliveries_send(delivery_ids=[delivery.pk]) == []
     delivery.refresh_from_db()
@@ -232,11 +246,11 @@ def test_webhooks_to_private_addresses_are_refused(checkout, django_capture_on_c
     SubscriberFactory(channel="webhook", email="", url="http://127.0.0.1:8000/admin/")
     update = published(declare("Checkout errors", services=[checkout]))
     fan_out(update, django_capture_on_commit_callbacks)
-    with mock.patch("requests.post") as post:
+    with mock.patch("comms.webhooks.destination_post") as post:
         services.deliveries_send(delivery_ids=list(Delivery.objects.values_list("pk", flat=True)))
     assert not post.called
     delivery = Delivery.objects.get()
-    assert delivery.state == "failed" and "non-public" in delivery.last_error
+    assert delivery.state == "failed" and "loopback" in delivery.last_error
 
 
 def test_refused_address_is_a_permanent_failure(checkout, django_capture_on_commit_callbacks):
