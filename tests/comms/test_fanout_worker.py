@@ -1,9 +1,11 @@
 """Fan-out with a real Celery worker on a real broker (Redis) and PostgreSQL.
 
-* Exactly one e-mail per recipient per update even when the worker is SIGKILLed mid-fan-out: the
-  killed worker's claims are taken over after the claim timeout, sent rows are never sent again.
-* The broker down at publish time: the update and its deliveries are saved; the sweep sends them
-  once a broker is there.
+* A worker SIGKILLed mid-fan-out: every recipient gets the update; the killed worker's claims are
+  taken over after the claim timeout and sent rows are never sent again. The one thing no design
+  closes is a message handed to the mail backend whose "sent" mark the kill prevented: it goes again,
+  with the same Message-ID (at most one per killed pool process; the test counts them).
+* Redis stopped at publish time: the update and its deliveries are saved; the sweep sends them once
+  Redis is back.
 
 Needs CELERY_BROKER_URL=redis://… (CI sets it) and DATABASE_URL=postgres://… (the worker process
 must reach the test database); skipped otherwise.
@@ -11,11 +13,14 @@ must reach the test database); skipped otherwise.
 
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -64,12 +69,12 @@ def _env(mail_dir, **extra):
     return env
 
 
-def _start_worker(mail_dir, name):
+def _start_worker(mail_dir, name, **env):
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "incidents_site", "worker", "--pool=prefork", "--concurrency=2",
          "-l", "WARNING", "-n", f"{name}-{os.getpid()}@%h", "--without-mingle", "--without-gossip"],
         cwd=ROOT,
-        env=_env(mail_dir),
+        env=_env(mail_dir, **env),
         stdout=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: SIGKILL reaches the pool's children too
     )
@@ -130,7 +135,7 @@ def clean_queue():
     app.control.purge()
 
 
-def test_sigkilled_worker_mid_fan_out_still_sends_exactly_one_email_per_recipient(settings, clean_queue):
+def test_sigkilled_worker_mid_fan_out_reaches_every_recipient_once_but_for_a_send_it_interrupted(settings, clean_queue):
     settings.COMMS_DELIVERY_CLAIM_TIMEOUT = 5
     settings.COMMS_DELIVERY_REQUEUE_AFTER = 5
     settings.COMMS_DELIVERY_CHUNK_SIZE = 10
@@ -177,37 +182,79 @@ def test_sigkilled_worker_mid_fan_out_still_sends_exactly_one_email_per_recipien
     print(f"killed after {sent_at_kill} sent, {len(in_flight)} in flight, {len(caught_in_window)} caught sent-not-marked")
 
 
-def test_broker_down_at_publish_time_then_delivered_once_the_broker_is_back(settings, clean_queue):
+@contextmanager
+def _redis_server(port):
+    """A Redis of this test's own (the suite's broker keeps running for the other tests)."""
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: _answers(port), 20, f"redis on port {port}")
+        yield server
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def _answers(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run(script, mail_dir, broker):
+    """Run `script` in a fresh Django process whose broker is `broker`."""
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()\n" + script],
+        cwd=ROOT,
+        env=_env(mail_dir, CELERY_BROKER_URL=broker, COMMS_DELIVERY_SWEEP_AFTER="0"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server to stop and start a Redis of its own")
+def test_redis_stopped_at_publish_time_then_delivered_once_it_is_back(clean_queue):
     update = _publish_to(20, [ServiceFactory(slug="checkout")])
     mail_dir = tempfile.mkdtemp(prefix="fanout-down-")
-    # Publish from a process whose broker is unreachable.
-    script = (
-        "import django; django.setup()\n"
+    port = _free_port()
+    broker = f"redis://127.0.0.1:{port}/0"
+    with _redis_server(port):
+        pass  # it ran; now it is stopped
+    assert not _answers(port)
+    publish = _run(
         "from django.db import transaction\n"
         "from comms import services\n"
         "from comms.models import Update\n"
         f"update = Update.objects.get(pk={update.pk})\n"
         "with transaction.atomic():\n"
-        "    print(services.update_deliveries_create(update=update))\n"
-    )
-    publish = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=_env(mail_dir, CELERY_BROKER_URL="redis://127.0.0.1:1/0"),
-        capture_output=True,
-        text=True,
-        timeout=120,
+        "    print(services.update_deliveries_create(update=update))\n",
+        mail_dir,
+        broker,
     )
     assert publish.returncode == 0, publish.stderr[-3000:]
     assert publish.stdout.strip() == "20"
     assert "could not enqueue the fan-out" in publish.stderr  # logged, not raised
     assert Delivery.objects.filter(update=update, state="pending", enqueued_at__isnull=True).count() == 20
-    worker = _start_worker(mail_dir, "fanout-back")
-    try:
-        settings.COMMS_DELIVERY_SWEEP_AFTER = 0
-        assert services.deliveries_sweep() == 20
-        _wait_for(lambda: Delivery.objects.filter(update=update, state="sent").count() == 20, 120, "20 sent")
-    finally:
-        _stop(worker)
-    assert sorted(to for to, _id in _messages(mail_dir)) == sorted(f"r{i:04d}@example.com" for i in range(20))
 
+    with _redis_server(port):  # Redis is back
+        worker = _start_worker(mail_dir, "fanout-back", CELERY_BROKER_URL=broker)
+        try:
+            sweep = _run("from comms import services\nprint(services.deliveries_sweep())\n", mail_dir, broker)
+            assert sweep.returncode == 0, sweep.stderr[-3000:]
+            assert sweep.stdout.strip() == "20"  # what beat runs every minute
+            _wait_for(lambda: Delivery.objects.filter(update=update, state="sent").count() == 20, 120, "20 sent")
+        finally:
+            _stop(worker)
+    assert sorted(to for to, _id in _messages(mail_dir)) == sorted(f"r{i:04d}@example.com" for i in range(20))
