@@ -80,10 +80,15 @@ class OpenFilter(admin.SimpleListFilter):
 
 
 class ServiceFilter(admin.SimpleListFilter):
-    """Filters with EXISTS, so a service filter never multiplies rows or needs DISTINCT."""
+    """Filters with EXISTS, so a service filter never multiplies rows or needs DISTINCT.
+
+    For rows that belong to an incident (reviews, action items), subclass it and name the column
+    that holds the incident's id in `incident_column`.
+    """
 
     title = "service"
     parameter_name = "service"
+    incident_column = "pk"
 
     def lookups(self, request, model_admin):
         return list(Service.objects.values_list("slug", "name"))
@@ -91,7 +96,9 @@ class ServiceFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if not self.value():
             return queryset
-        links = Incident.services.through.objects.filter(incident_id=OuterRef("pk"), service__slug=self.value())
+        links = Incident.services.through.objects.filter(
+            incident_id=OuterRef(self.incident_column), service__slug=self.value()
+        )
         return queryset.filter(Exists(links))
 
 

@@ -11,7 +11,7 @@ from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import models
-from django.db.models import Exists, OuterRef, URLField
+from django.db.models import URLField
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -19,8 +19,8 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from incidents.admin import incident_panel_register
-from incidents.models import Incident, Service, visible_incident_rows
+from incidents.admin import ServiceFilter, incident_panel_register
+from incidents.models import Incident, visible_incident_rows
 
 from . import selectors as review_selectors
 from . import services as postmortem_services
@@ -39,20 +39,10 @@ INCIDENT_REFERENCE_RE = re.compile(r"^(?:INC-?)?(\d+)$", re.IGNORECASE)
 # ---- Post-incident reviews ----
 
 
-class ReviewServiceFilter(admin.SimpleListFilter):
-    """Reviews of incidents that affected a service (EXISTS: no duplicate rows, no DISTINCT)."""
+class ReviewServiceFilter(ServiceFilter):
+    """Reviews of incidents that affected a service."""
 
-    title = "service"
-    parameter_name = "service"
-
-    def lookups(self, request, model_admin):
-        return list(Service.objects.values_list("slug", "name"))
-
-    def queryset(self, request, queryset):
-        if not self.value():
-            return queryset
-        links = Incident.services.through.objects.filter(incident_id=OuterRef("incident_id"), service__slug=self.value())
-        return queryset.filter(Exists(links))
+    incident_column = "incident_id"
 
 
 class ReviewRequiredFilter(admin.SimpleListFilter):
@@ -594,22 +584,10 @@ class ActionItemOwnerFilter(admin.SimpleListFilter):
         return queryset
 
 
-class ActionItemServiceFilter(admin.SimpleListFilter):
-    """Items whose incident affects the service (EXISTS: no duplicate rows, no DISTINCT)."""
+class ActionItemServiceFilter(ServiceFilter):
+    """Items whose incident affects the service."""
 
-    title = "service"
-    parameter_name = "service"
-
-    def lookups(self, request, model_admin):
-        return list(Service.objects.values_list("slug", "name"))
-
-    def queryset(self, request, queryset):
-        if not self.value():
-            return queryset
-        links = Incident.services.through.objects.filter(
-            incident_id=OuterRef("incident_id"), service__slug=self.value()
-        )
-        return queryset.filter(Exists(links))
+    incident_column = "incident_id"
 
 
 def _https_by_default(db_field, **kwargs):
