@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from .models import Incident, IncidentMember, ReferenceCounter, RoleAssignment, Severity, TimelineEvent
+from .models import CustomerReport, Incident, IncidentMember, ReferenceCounter, RoleAssignment, Severity, TimelineEvent
 from .signals import timeline_event_committed
 
 Status = Incident.Status
@@ -501,8 +501,6 @@ def customer_report_create(
     With a source_reference (the sending tool's ticket id), sending the same report again returns
     the first one and changes nothing.
     """
-    from .models import CustomerReport
-
     customer_id = (customer_id or "").strip()
     if not customer_id:
         raise IncidentError("A customer report needs the customer's or account's id.")
@@ -547,8 +545,6 @@ def customer_report_create(
 @transaction.atomic
 def customer_report_attach(*, report, incident, actor):
     """Link an unlinked customer report to an incident (attaching it to the same one again is a no-op)."""
-    from .models import CustomerReport
-
     incident = _lock(incident)
     report = CustomerReport.objects.select_for_update().get(pk=report.pk)
     if report.incident_id == incident.pk:
