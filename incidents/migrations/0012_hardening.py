@@ -1,0 +1,8 @@
+# Placeholder reserved for one engineer's change; filled with its operations (or removed if unused).
+from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("incidents", "0011_api_idempotency")]
+
+    operations = []
