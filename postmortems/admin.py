@@ -509,7 +509,7 @@ class ReviewAdmin(admin.ModelAdmin):
                 can_submit=obj.status == Review.Status.DRAFT,
                 can_approve=obj.status == Review.Status.IN_REVIEW and reviewer is not None and not reviewer.approved_at,
                 can_publish=obj.status == Review.Status.IN_REVIEW,
-                can_reopen=obj.status != Review.Status.DRAFT,
+                can_reopen=obj.status != Review.Status.DRAFT and obj.incident.status != Incident.Status.CLOSED,
                 can_refresh=obj.status != Review.Status.PUBLISHED,
             )
         return super().render_change_form(request, context, add, change, form_url, obj)

@@ -581,6 +581,11 @@ def review_reopen(*, review, actor, reason=""):
     review = _lock_review(review)
     if review.status == ReviewStatus.DRAFT:
         return review
+    if review.incident.status == Incident.Status.CLOSED:
+        # Closing was allowed because this review was published: it is the record now.
+        raise ReviewConflict(
+            f"{review.incident.reference} is closed: its review is the final record and cannot be reopened."
+        )
     previous = review.status
     review.status = ReviewStatus.DRAFT
     review.published_at = None
