@@ -8,7 +8,8 @@ class CommsConfig(AppConfig):
     def ready(self):
         from incidents.demo import demo_step_register
 
-        from . import admin_panels, admin_status, admin_webhooks, webhooks  # noqa: F401  admins and signal receivers
+        # admins, signal receivers, and the tasks (services enqueue them by name from the registry)
+        from . import admin_panels, admin_status, admin_webhooks, tasks, webhooks  # noqa: F401
         from .demo import demo_comms
 
         demo_step_register("after_incidents", demo_comms)

@@ -1,6 +1,12 @@
-"""Celery tasks: thin, take ids, call a service, safe to run twice. Sections by area."""
+"""Celery tasks: thin, take ids, call a service, safe to run twice. Sections by area.
+
+Tasks import services; services never import tasks (they enqueue by name through
+comms.services.enqueue), so there is no import circle.
+"""
 
 from celery import shared_task
+
+from comms import services, webhooks
 
 # ---- Subscribers, deliveries, cadence nudges and acknowledgement escalation ----
 
@@ -8,8 +14,6 @@ from celery import shared_task
 @shared_task(name="comms.tasks.update_deliveries_fan_out")
 def update_deliveries_fan_out(update_id):
     """Enqueued after a publish commits: hands the update's deliveries to the broker in chunks."""
-    from comms import services
-
     return services.update_deliveries_fan_out(update_id=update_id)
 
 
@@ -17,15 +21,13 @@ def update_deliveries_fan_out(update_id):
 def deliveries_send(delivery_ids):
     """Claims and sends a chunk of deliveries; a sent (or claimed) one is skipped, so a redelivered
     message does nothing twice. Temporary failures come back one by one with backoff."""
-    from comms import services
-
     retries = services.deliveries_send(delivery_ids=delivery_ids)
     for delivery_id, attempts in retries:
-        services._broker_call(
-            f"the retry of delivery {delivery_id}",
-            lambda d=delivery_id, a=attempts: deliveries_send.apply_async(
-                ([d],), countdown=services.delivery_retry_countdown(a)
-            ),
+        services.task_enqueue(
+            "deliveries_send",
+            [delivery_id],
+            countdown=services.delivery_retry_countdown(attempts),
+            what=f"the retry of delivery {delivery_id}",
         )
     return len(delivery_ids) - len(retries)
 
@@ -33,24 +35,18 @@ def deliveries_send(delivery_ids):
 @shared_task(name="comms.tasks.deliveries_sweep")
 def deliveries_sweep():
     """Beat, every minute: re-enqueue deliveries the broker never got, lost, or left claimed by a dead worker."""
-    from comms import services
-
     return services.deliveries_sweep()
 
 
 @shared_task(name="comms.tasks.update_cadence_sweep")
 def update_cadence_sweep():
     """Beat, every minute: nudge communications leads (and commanders when overdue), once per due window."""
-    from comms import services
-
     return services.update_cadence_sweep()
 
 
 @shared_task(name="comms.tasks.ack_escalation_sweep")
 def ack_escalation_sweep():
     """Beat, every minute: tell the escalation contact (or commander) of incidents not acknowledged in time, once."""
-    from comms import services
-
     return services.ack_escalation_sweep()
 
 
@@ -60,8 +56,6 @@ def ack_escalation_sweep():
 @shared_task(name="comms.tasks.webhook_delivery_send")
 def webhook_delivery_send(delivery_id):
     """Claims the delivery (pending → sending) or does nothing; retries are scheduled by the service."""
-    from comms import webhooks
-
     delivery = webhooks.webhook_delivery_send(delivery_id=delivery_id)
     return None if delivery is None else delivery.state
 
@@ -69,8 +63,6 @@ def webhook_delivery_send(delivery_id):
 @shared_task(name="comms.tasks.webhook_deliveries_sweep")
 def webhook_deliveries_sweep():
     """Beat, every minute: enqueue due deliveries (backoff over, broker was down) and free stuck ones."""
-    from comms import webhooks
-
     return len(webhooks.webhook_deliveries_sweep())
 
 
@@ -80,8 +72,6 @@ def webhook_deliveries_sweep():
 @shared_task(name="comms.tasks.maintenance_sweep")
 def maintenance_sweep():
     """Beat, every five minutes: automatic start/completion, notices before a window, unsent notices."""
-    from comms import services
-
     result = services.maintenance_sweep()
     return {key: len(value) for key, value in result.items()}
 
@@ -89,6 +79,4 @@ def maintenance_sweep():
 @shared_task(name="comms.tasks.maintenance_notices_send")
 def maintenance_notices_send(maintenance_id):
     """Sends the maintenance's pending notices; each is claimed first, so a duplicate does nothing."""
-    from comms import services
-
     return services.maintenance_notices_send(maintenance_id=maintenance_id)

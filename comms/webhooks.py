@@ -42,6 +42,7 @@ from django.utils import timezone
 from incidents.models import TimelineEvent, references_hidden_from, references_redacted, sees_all_incidents
 from incidents.signals import timeline_event_committed
 
+from .enqueue import task_enqueue
 from .models import WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
@@ -513,13 +514,10 @@ def webhook_test_send(*, endpoint):
 
 def _enqueue(delivery_ids, countdown=None):
     """Hand deliveries to Celery. When the broker is down they stay pending and the sweep sends them later."""
-    from .tasks import webhook_delivery_send as task
-
     for delivery_id in delivery_ids:
-        try:
-            task.apply_async((delivery_id,), countdown=countdown, retry=False)  # fail fast: the sweep retries
-        except Exception:
-            logger.warning("Could not enqueue webhook deliveries %s; the sweep will send them.", delivery_ids)
+        if not task_enqueue(
+            "webhook_delivery_send", delivery_id, countdown=countdown, what=f"webhook deliveries {delivery_ids}"
+        ):
             return False
     return True
 

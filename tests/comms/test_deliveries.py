@@ -269,7 +269,7 @@ def test_refused_address_is_a_permanent_failure(checkout, django_capture_on_comm
 def test_broker_down_at_publish_keeps_the_deliveries_and_the_sweep_sends_them(checkout, eager, django_capture_on_commit_callbacks):
     SubscriberFactory(email="ana@example.com")
     update = published(declare("Checkout errors", services=[checkout]))
-    with mock.patch("comms.tasks.update_deliveries_fan_out.delay", side_effect=OSError("broker down")):
+    with mock.patch("comms.tasks.update_deliveries_fan_out.apply_async", side_effect=OSError("broker down")):
         fan_out(update, django_capture_on_commit_callbacks, execute=True)  # no exception reaches the publisher
     delivery = Delivery.objects.get(update=update)
     assert delivery.state == "pending" and delivery.enqueued_at is None and not mail.outbox

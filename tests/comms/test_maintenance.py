@@ -31,7 +31,7 @@ def svc(db):
 def enqueued(monkeypatch):
     """Tasks handed to the broker, by maintenance id (the tests run them when they choose)."""
     calls = []
-    monkeypatch.setattr(tasks.maintenance_notices_send, "delay", lambda maintenance_id: calls.append(maintenance_id))
+    monkeypatch.setattr(tasks.maintenance_notices_send, "apply_async", lambda args, **options: calls.append(*args))
     return calls
 
 

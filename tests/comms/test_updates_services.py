@@ -266,7 +266,7 @@ def test_publishing_records_the_timeline_freezes_the_text_and_creates_deliveries
         calls.append((update.pk, update.status))
         return real(update=update)
 
-    monkeypatch.setattr(comms, "update_deliveries_create", spy)
+    monkeypatch.setattr(comms.updates, "update_deliveries_create", spy)  # where publishing looks it up
     update = draft(incident, writer, title="{{ incident.reference }} update", body="Next by {{ next_update_at }}.")
     comms.update_submit(update=update, actor=writer)
     comms.update_approve(update=update, actor=reviewer)
@@ -370,7 +370,7 @@ def test_concurrent_publishes_publish_once(monkeypatch):
         calls.append(update.pk)
         return real(update=update)
 
-    monkeypatch.setattr(comms, "update_deliveries_create", spy)
+    monkeypatch.setattr(comms.updates, "update_deliveries_create", spy)  # where publishing looks it up
     barrier, errors = threading.Barrier(4), []
 
     def publish():

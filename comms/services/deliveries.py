@@ -1,0 +1,362 @@
+"""Deliveries of published updates: one row per recipient, created in the publishing transaction,
+sent by Celery after commit. A worker claims rows (pending -> sending), sends, marks each sent at once.
+
+Subscribers hear of published external updates; stakeholders (the incident's active role holders) of
+internal ones; direct-outreach contacts of external ones when the severity's policy says so.
+"""
+
+import json
+import logging
+import smtplib
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import transaction
+from django.db.models import Count, F, Q
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from incidents.models import RoleAssignment
+
+from .. import webhooks
+from ..enqueue import task_enqueue
+from ..models import Delivery, Subscriber, Update
+from ..rendering import markdown_render
+from ._settings import setting as _setting
+from .subscribers import _normalise_email, outreach_contacts_for, subscriber_list_for, subscriber_unsubscribe_url
+
+delivery_log = logging.getLogger("comms.deliveries")
+
+
+# Where a published update goes (the deliveries work turns these into one delivery per recipient).
+CHANNEL_STATUS_PAGE = "status_page"
+CHANNEL_EMAIL_SUBSCRIBERS = "email_subscribers"
+CHANNEL_DIRECT_OUTREACH = "direct_outreach"
+CHANNEL_STAKEHOLDERS = "stakeholders"
+
+
+class DeliveryRetry(Exception):
+    """A temporary failure: the delivery is pending again and should be retried later."""
+
+
+def update_channels(update):
+    """The channels a published update goes to, from its incident's severity policy.
+
+    External: the status page always, e-mail subscribers and the direct-outreach list when the
+    severity says so. Internal: the incident's stakeholders (see update_stakeholder_emails).
+    """
+    if update.audience != Update.Audience.EXTERNAL:
+        return [CHANNEL_STAKEHOLDERS]
+    severity = update.incident.severity
+    channels = [CHANNEL_STATUS_PAGE]
+    if severity.notify_email_subscribers:
+        channels.append(CHANNEL_EMAIL_SUBSCRIBERS)
+    if severity.notify_direct_outreach:
+        channels.append(CHANNEL_DIRECT_OUTREACH)
+    return channels
+
+
+def update_stakeholder_emails(update):
+    """Who hears an internal update: the incident's current role holders, plus COMMS_STAKEHOLDER_EMAILS
+    (executives, support leads) unless the incident is restricted. Sorted, without duplicates."""
+    holders = RoleAssignment.objects.filter(
+        incident_id=update.incident_id, relieved_at__isnull=True, user__is_active=True
+    ).exclude(user__email="")
+    emails = set(holders.values_list("user__email", flat=True))
+    if not update.incident.is_restricted:
+        emails.update(getattr(settings, "COMMS_STAKEHOLDER_EMAILS", ()))
+    return sorted(e for e in emails if e)
+
+
+def update_deliveries_create(*, update):
+    """Called by the publishing service inside its transaction: one delivery per recipient of a
+    published update (a repeat creates nothing new), handed to Celery after commit.
+
+    External updates go to e-mail subscribers (policy "email_subscribers"), webhook and Slack
+    subscribers (whenever the update reaches the status page) and the direct-outreach contacts
+    (policy "direct_outreach"); internal ones to the incident's active role holders. An external
+    update on a restricted incident reaches no external audience. Returns the number of new rows.
+    """
+    incident = update.incident
+    channels = set(update_channels(update))
+    rows = {}
+
+    def add(channel, address, audience, **links):
+        address = _normalise_email(address) if channel == Subscriber.Channel.EMAIL else address
+        if address and (channel, address) not in rows:
+            rows[(channel, address)] = Delivery(
+                update=update, channel=channel, address=address, audience=audience, **links
+            )
+
+    if update.audience == Update.Audience.INTERNAL:
+        if CHANNEL_STAKEHOLDERS in channels:
+            for email in update_stakeholder_emails(update):
+                add(Subscriber.Channel.EMAIL, email, Delivery.Audience.STAKEHOLDER)
+    elif incident.is_restricted:
+        delivery_log.info(
+            "update %s on restricted incident %s: no external audience is told", update.pk, incident.pk
+        )
+    else:
+        services = list(incident.services.all())
+        subscribers = subscriber_list_for(services=services, severity=incident.severity)
+        wanted = []
+        if CHANNEL_EMAIL_SUBSCRIBERS in channels:
+            wanted.append(Subscriber.Channel.EMAIL)
+        if CHANNEL_STATUS_PAGE in channels:
+            wanted += [Subscriber.Channel.WEBHOOK, Subscriber.Channel.SLACK]
+        for pk, channel, email, url in subscribers.filter(channel__in=wanted).values_list(
+            "pk", "channel", "email", "url"
+        ):
+            add(channel, email or url, Delivery.Audience.SUBSCRIBER, subscriber_id=pk)
+        if CHANNEL_DIRECT_OUTREACH in channels:
+            for pk, email in outreach_contacts_for(services=services).values_list("pk", "email"):
+                add(Subscriber.Channel.EMAIL, email, Delivery.Audience.OUTREACH, outreach_contact_id=pk)
+    before = Delivery.objects.filter(update=update).count()
+    Delivery.objects.bulk_create(rows.values(), batch_size=1000, ignore_conflicts=True)
+    created = Delivery.objects.filter(update=update).count() - before
+    update_id = update.pk
+    transaction.on_commit(lambda: deliveries_enqueue_safely(update_id=update_id))
+    return created
+
+
+def deliveries_enqueue_safely(*, update_id):
+    task_enqueue("update_deliveries_fan_out", update_id, what=f"the fan-out of update {update_id}")
+
+
+def _chunks(ids, size):
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def deliveries_enqueue(*, delivery_ids):
+    """Hand these deliveries to the broker in chunks and stamp them enqueued. Returns how many were."""
+    done = 0
+    for chunk in _chunks(list(delivery_ids), _setting("COMMS_DELIVERY_CHUNK_SIZE", 50)):
+        if not task_enqueue("deliveries_send", chunk, what=f"{len(chunk)} deliveries"):
+            break
+        Delivery.objects.filter(pk__in=chunk, state__in=[Delivery.State.PENDING, Delivery.State.SENDING]).update(
+            enqueued_at=timezone.now()
+        )
+        done += len(chunk)
+    return done
+
+
+def update_deliveries_fan_out(*, update_id):
+    """The publish's one task: enqueue every delivery of the update not handed to the broker yet."""
+    ids = list(
+        Delivery.objects.filter(update_id=update_id, state=Delivery.State.PENDING, enqueued_at__isnull=True)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    return deliveries_enqueue(delivery_ids=ids)
+
+
+def deliveries_sweep(*, now=None):
+    """Beat, every minute: re-enqueue deliveries the broker never got (down at publish time), lost
+    ones (pending long after enqueueing) and ones claimed by a worker that died (sending too long)."""
+    now = now or timezone.now()
+    never = Q(state=Delivery.State.PENDING, enqueued_at__isnull=True) & Q(
+        created_at__lt=now - timedelta(seconds=_setting("COMMS_DELIVERY_SWEEP_AFTER", 60))
+    )
+    lost = Q(
+        state=Delivery.State.PENDING,
+        enqueued_at__lt=now - timedelta(seconds=_setting("COMMS_DELIVERY_REQUEUE_AFTER", 3600)),
+    )
+    stale = Q(state=Delivery.State.SENDING, claimed_at__lt=now - _claim_timeout())
+    ids = list(
+        Delivery.objects.filter(never | lost | stale)
+        .order_by("id")
+        .values_list("id", flat=True)[: _setting("COMMS_DELIVERY_SWEEP_LIMIT", 20000)]
+    )
+    return deliveries_enqueue(delivery_ids=ids)
+
+
+def _claim_timeout():
+    return timedelta(seconds=_setting("COMMS_DELIVERY_CLAIM_TIMEOUT", 900))
+
+
+class DeliveryProgress(dict):
+    """{"pending": n, "sending": n, "sent": n, "failed": n, "total": n}; reads "sent 480 / pending 15 / …"."""
+
+    def __str__(self):
+        if not self["total"]:
+            return "No recipients."
+        parts = [f"{state} {self[state]}" for state in Delivery.State.values if self[state] or state == "sent"]
+        return " / ".join(parts) + f" (of {self['total']})"
+
+
+def update_delivery_progress(update):
+    """Counts per delivery state, one query: for the Update admin, the API and the benchmark."""
+    counts = dict(Delivery.objects.filter(update=update).values_list("state").annotate(n=Count("id")).order_by())
+    progress = DeliveryProgress({state: counts.get(state, 0) for state in Delivery.State.values})
+    progress["total"] = sum(progress.values())
+    return progress
+
+
+# -- sending --
+
+
+def _message_domain():
+    return urlsplit(settings.SITE_URL).hostname or "localhost"
+
+
+def _update_context(update):
+    incident = update.incident
+    body_html = update.body_html
+    if not body_html:
+        body_html = markdown_render(update.body)
+    return {
+        "update": update,
+        "incident": incident,
+        "headline": getattr(update, "title", "") or incident.title,
+        "public_status": update.get_public_status_display() if update.public_status else "",
+        "body_html": body_html,
+        "status_page_url": settings.SITE_URL + "/status/",
+        "site_url": settings.SITE_URL,
+    }
+
+
+def _email_for(delivery, context):
+    update = delivery.update
+    context = {**context, "delivery": delivery, "unsubscribe_url": None}
+    headers = {"Message-ID": f"<delivery-{delivery.pk}.update-{update.pk}@{_message_domain()}>"}
+    if delivery.subscriber_id is not None:
+        url = subscriber_unsubscribe_url(delivery.subscriber)
+        context["unsubscribe_url"] = url
+        headers["List-Unsubscribe"] = f"<{url}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    kind = "internal" if update.audience == Update.Audience.INTERNAL else "external"
+    message = EmailMultiAlternatives(
+        subject=render_to_string(f"comms/email/update_{kind}_subject.txt", context).strip(),
+        body=render_to_string(f"comms/email/update_{kind}.txt", context),
+        to=[delivery.address],
+        headers=headers,
+    )
+    message.attach_alternative(render_to_string(f"comms/email/update_{kind}.html", context), "text/html")
+    return message
+
+
+def _webhook_payload(delivery, context):
+    update, incident = delivery.update, delivery.update.incident
+    if delivery.channel == Subscriber.Channel.SLACK:
+        status = f" — {context['public_status']}" if context["public_status"] else ""
+        return {"text": f"*{context['headline']}*{status}\n{update.body}\n<{context['status_page_url']}|Status page>"}
+    return {
+        "event": "update.published",
+        "incident": {"reference": incident.reference, "title": context["headline"]},
+        "update": {
+            "id": update.pk,
+            "status": update.public_status,
+            "body": update.body,
+            "body_html": context["body_html"],
+            "published_at": update.published_at.isoformat() if update.published_at else None,
+        },
+        "status_page_url": context["status_page_url"],
+    }
+
+
+class _Permanent(Exception):
+    pass
+
+
+def _post_webhook(delivery, context):
+    """POST to a subscriber's webhook with the outbound webhooks' guard: every address the host
+    resolves to is checked, and the connection goes to a checked one (no DNS rebinding)."""
+    allow_private = _setting("COMMS_SUBSCRIBER_WEBHOOK_ALLOW_PRIVATE", False)
+    try:
+        destination = webhooks.destination_check(delivery.address, allow_private=allow_private)
+    except webhooks.DestinationRefused as error:
+        raise _Permanent(f"{error} (COMMS_SUBSCRIBER_WEBHOOK_ALLOW_PRIVATE)") from None
+    except webhooks.WebhookError as error:
+        raise DeliveryRetry(str(error)) from None
+    body = json.dumps(_webhook_payload(delivery, context)).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "incidents-subscriptions/1"}
+    try:
+        status, excerpt, _location = webhooks.destination_post(
+            destination, body, headers, _setting("COMMS_WEBHOOK_TIMEOUT", 10)
+        )
+    except OSError as error:
+        raise DeliveryRetry(f"{type(error).__name__}: {error}"[:500]) from None
+    if 200 <= status < 300:
+        return
+    detail = f"HTTP {status}: {excerpt[:200]}"
+    if 400 <= status < 500 and status not in (408, 425, 429):
+        raise _Permanent(detail)
+    raise DeliveryRetry(detail)
+
+
+def _send_one(delivery, context, connection):
+    if delivery.channel == Subscriber.Channel.EMAIL:
+        try:
+            message = _email_for(delivery, context)
+            connection.open()  # once per chunk: kept open (SMTP session, mail file) until a failure closes it
+            message.connection = connection
+            message.send()
+        except (smtplib.SMTPRecipientsRefused, ValueError) as error:
+            raise _Permanent(f"address refused: {error}") from None
+        except smtplib.SMTPResponseException as error:
+            if 500 <= error.smtp_code < 600:
+                raise _Permanent(f"SMTP {error.smtp_code}: {error.smtp_error!r}") from None
+            raise DeliveryRetry(f"SMTP {error.smtp_code}: {error.smtp_error!r}") from None
+        except (smtplib.SMTPException, OSError) as error:
+            raise DeliveryRetry(f"{type(error).__name__}: {error}") from None
+    else:
+        _post_webhook(delivery, context)
+
+
+def deliveries_send(*, delivery_ids):
+    """Claim these deliveries, send each, mark each sent straight after its send.
+
+    Claim: one conditional UPDATE (pending -> sending, or sending whose claim is older than the claim
+    timeout: its worker died). A delivery already sent, failed, or claimed by a live worker is skipped,
+    so a duplicate message does nothing. Returns [(delivery_id, attempts)] to retry later.
+    """
+    now = timezone.now()
+    claimable = Q(state=Delivery.State.PENDING) | Q(state=Delivery.State.SENDING, claimed_at__lt=now - _claim_timeout())
+    claimed = Delivery.objects.filter(claimable, pk__in=list(delivery_ids)).update(
+        state=Delivery.State.SENDING, claimed_at=now, attempts=F("attempts") + 1
+    )
+    if not claimed:
+        return []
+    rows = list(
+        Delivery.objects.filter(pk__in=list(delivery_ids), state=Delivery.State.SENDING, claimed_at=now)
+        .select_related("update__incident", "subscriber")
+        .order_by("id")
+    )
+    retries, contexts = [], {}
+    max_attempts = _setting("COMMS_DELIVERY_MAX_ATTEMPTS", 6)
+    connection = get_connection()
+    try:
+        for delivery in rows:
+            ours = Delivery.objects.filter(pk=delivery.pk, state=Delivery.State.SENDING, claimed_at=now)
+            context = contexts.get(delivery.update_id)
+            if context is None:
+                context = contexts[delivery.update_id] = _update_context(delivery.update)
+            try:
+                _send_one(delivery, context, connection)
+            except _Permanent as error:
+                ours.update(state=Delivery.State.FAILED, last_error=str(error)[:2000])
+                continue
+            except DeliveryRetry as error:
+                connection.close()
+                if delivery.attempts >= max_attempts:
+                    ours.update(state=Delivery.State.FAILED, last_error=f"gave up after {delivery.attempts} attempts: {error}"[:2000])
+                else:
+                    ours.update(state=Delivery.State.PENDING, claimed_at=None, last_error=str(error)[:2000])
+                    retries.append((delivery.pk, delivery.attempts))
+                continue
+            # The one window that cannot be closed: a worker killed right here has sent the message
+            # but not marked it. Its row stays "sending" and is sent again after the claim timeout
+            # (with the same Message-ID, so mail clients show it once).
+            ours.update(state=Delivery.State.SENT, sent_at=timezone.now(), last_error="")
+    finally:
+        connection.close()
+    return retries
+
+
+def delivery_retry_countdown(attempts):
+    return min(30 * 2 ** max(attempts - 1, 0), 600)
+
+
