@@ -20,25 +20,29 @@ Other apps add metrics about their own records with ``metric_source_register(fn,
 import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django.db import connection
 from django.db.models import (
     Aggregate,
     Avg,
+    Case,
     Count,
     Exists,
     F,
     FloatField,
     Func,
+    Min,
     OuterRef,
     Q,
+    Subquery,
     Sum,
+    Value,
+    When,
 )
 from django.db.models.functions import Coalesce, Now, TruncMonth, TruncWeek
-from django.utils import timezone
 
-from .models import CustomerReport, Incident, Service, Severity
+from .models import CustomerReport, Incident, Service, Severity, TimelineEvent
 
 
 class MetricsError(ValueError):
@@ -61,10 +65,11 @@ class MetricDefinition:
 class DurationDefinition(MetricDefinition):
     start: str = ""
     end: str = ""
+    detected_by: str = ""  # "alert" or "person": only the incidents detected that way (MTTA split)
 
 
-def _duration(key, name, start, end, definition):
-    return DurationDefinition(key, name, definition, "seconds", "duration", start, end)
+def _duration(key, name, start, end, definition, detected_by=""):
+    return DurationDefinition(key, name, definition, "seconds", "duration", start, end, detected_by)
 
 
 DURATIONS = [
@@ -85,6 +90,24 @@ DURATIONS = [
         "(yet) are counted in `missing`.",
     ),
     _duration(
+        "mtta_alert",
+        "MTTA, detected by an alert",
+        "detected_at",
+        "acknowledged_at",
+        "MTTA of the incidents opened by an alert (alert ingestion declared them: no person did). "
+        "`missing` counts those of them nobody acknowledged (yet).",
+        detected_by="alert",
+    ),
+    _duration(
+        "mtta_person",
+        "MTTA, declared by a person",
+        "detected_at",
+        "acknowledged_at",
+        "MTTA of the incidents a person declared (in the admin, the API, chat). `missing` counts those of "
+        "them nobody acknowledged (yet).",
+        detected_by="person",
+    ),
+    _duration(
         "time_to_mitigate",
         "Mean time to mitigate",
         "detected_at",
@@ -96,17 +119,25 @@ DURATIONS = [
         "mttr",
         "Mean time to resolve (MTTR)",
         "detected_at",
+        "first_resolved_at",
+        "From detection to the first resolution. A reopened incident keeps its first resolution here (see "
+        "`reopen_rate` and `time_to_final_resolution`); incidents never resolved are counted in `missing`.",
+    ),
+    _duration(
+        "time_to_final_resolution",
+        "Time to final resolution",
+        "detected_at",
         "resolved_at",
-        "From detection to resolution. A reopened incident is measured to its final resolution; "
-        "incidents not resolved (yet, or again) are counted in `missing`.",
+        "From detection to the current resolution: for a reopened incident, the last one. Incidents not "
+        "resolved now (never, or open again after a reopen) are counted in `missing`.",
     ),
     _duration(
         "mttr_from_start",
         "Mean time to resolve from start of impact",
         "started_at",
-        "resolved_at",
-        "From when impact started to resolution (final resolution for a reopened incident). Incidents "
-        "without a known start of impact or not resolved are counted in `missing`.",
+        "first_resolved_at",
+        "From when impact started to the first resolution. Incidents without a known start of impact or "
+        "never resolved are counted in `missing`.",
     ),
 ]
 
@@ -122,16 +153,18 @@ CORE_DEFINITIONS = [
     MetricDefinition(
         "frequency_week",
         "Incidents per week",
-        "Incidents by the week (Monday to Sunday, UTC) they were detected in, every week of the period "
-        "listed (zero included); `mean` is the average over those weeks.",
+        "Incidents by the calendar week (Monday 00:00 to Sunday 24:00, UTC) they were detected in, every "
+        "week the period touches listed (zero included) with `coverage`, the share of that week inside the "
+        "period. `mean` is incidents per full week: the total divided by the weeks the period covers "
+        "(a partial week counts as its coverage).",
         "incidents per week",
         "series",
     ),
     MetricDefinition(
         "frequency_month",
         "Incidents per month",
-        "Incidents by the calendar month they were detected in, every month of the period listed (zero "
-        "included); `mean` is the average over those months.",
+        "The same by calendar month (UTC): `mean` is incidents per full month, so a 30-day period with 10 "
+        "incidents shows about 10 per month whichever months it straddles.",
         "incidents per month",
         "series",
     ),
@@ -141,6 +174,13 @@ CORE_DEFINITIONS = [
         "Incidents per severity level (their current severity), with each level's share of all incidents.",
         "incidents",
         "distribution",
+    ),
+    MetricDefinition(
+        "reopen_rate",
+        "Reopen rate",
+        "Share of incidents reopened at least once after being resolved (`count` of `total`).",
+        "ratio",
+        "rate",
     ),
     MetricDefinition(
         "recurrence_rate",
@@ -238,7 +278,41 @@ def _supports_percentile_cont():
 
 
 def duration_expression(definition):
-    return Seconds(F(definition.end), F(definition.start))
+    """The definition's seconds; NULL for an incident the definition leaves out (detected the other way)."""
+    seconds = Seconds(F(definition.end), F(definition.start))
+    if not definition.detected_by:
+        return seconds
+    return Case(When(_detected_by(definition.detected_by), then=seconds), default=Value(None), output_field=FloatField())
+
+
+def _detected_by(source):
+    return Q(detected_by_alert=(source == "alert"))
+
+
+def with_lifecycle_facts(incidents):
+    """Annotate what the timeline knows and the incident row does not keep:
+
+    - first_resolved_at: the first time it was resolved (reopening clears resolved_at; the timeline
+      keeps every move). Incidents whose history predates the timeline fall back to resolved_at.
+    - reopened: it was reopened at least once after being resolved.
+    - detected_by_alert: alert ingestion declared it (its `declared` event has no person).
+    """
+    moves = TimelineEvent.objects.filter(incident=OuterRef("pk"), kind=TimelineEvent.Kind.STATUS_CHANGED)
+    first = (
+        moves.filter(data__to__in=Incident.RESOLVED_OR_LATER_STATUSES)
+        .order_by()
+        .values("incident")
+        .annotate(first=Min("occurred_at"))
+        .values("first")
+    )
+    declared_by_system = TimelineEvent.objects.filter(
+        incident=OuterRef("pk"), kind=TimelineEvent.Kind.DECLARED, actor__isnull=True
+    )
+    return incidents.annotate(
+        first_resolved_at=Coalesce(Subquery(first), F("resolved_at")),
+        reopened=Exists(moves.filter(data__reopened=True)),
+        detected_by_alert=Exists(declared_by_system),
+    )
 
 
 # ---- Which incidents ---------------------------------------------------------------------------
@@ -304,19 +378,26 @@ def _sqlite_percentile(incidents, expression, count, fraction):
 
 
 def duration_stats(incidents, definitions=DURATIONS):
-    """{key: {count, missing, mean, median, p90}} for these duration definitions, plus "_total" and "_recurrences"."""
-    aggregates = {"_total": Count("id"), "_recurrences": Count("id", filter=Q(recurrence_of__isnull=False))}
+    """{key: {count, missing, mean, median, p90}} for these duration definitions, plus "_total",
+    "_recurrences" and "_reopened". `incidents` carries with_lifecycle_facts()."""
+    aggregates = {
+        "_total": Count("id"),
+        "_recurrences": Count("id", filter=Q(recurrence_of__isnull=False)),
+        "_reopened": Count("id", filter=Q(reopened=True)),
+    }
     postgres = _supports_percentile_cont()
     for d in definitions:
         expression = duration_expression(d)
         aggregates[f"{d.key}__count"] = Count(expression)
         aggregates[f"{d.key}__mean"] = Avg(expression)
+        if d.detected_by:
+            aggregates[f"{d.key}__scope"] = Count("id", filter=_detected_by(d.detected_by))
         if postgres:
             aggregates[f"{d.key}__median"] = PercentileCont(expression, 0.5)
             aggregates[f"{d.key}__p90"] = PercentileCont(expression, 0.9)
     row = incidents.aggregate(**aggregates)
     total = row["_total"]
-    stats = {"_total": total, "_recurrences": row["_recurrences"]}
+    stats = {"_total": total, "_recurrences": row["_recurrences"], "_reopened": row["_reopened"]}
     for d in definitions:
         count = row[f"{d.key}__count"]
         if postgres:
@@ -329,7 +410,7 @@ def duration_stats(incidents, definitions=DURATIONS):
             median = p90 = None
         stats[d.key] = {
             "count": count,
-            "missing": total - count,
+            "missing": row.get(f"{d.key}__scope", total) - count,
             "mean": _round(row[f"{d.key}__mean"]),
             "median": _round(median),
             "p90": _round(p90),
@@ -341,8 +422,13 @@ TRUNC = {"week": TruncWeek, "month": TruncMonth}
 MAX_BUCKETS = {"week": 1100, "month": 250}  # about 21 years
 
 
+def _utc_date(value):
+    return value.astimezone(UTC).date() if isinstance(value, datetime) else value
+
+
 def _bucket_start(value, period):
-    value = timezone.localtime(value).date() if isinstance(value, datetime) else value
+    """The first day (UTC) of the calendar week (Monday) or month holding `value`."""
+    value = _utc_date(value)
     if period == "week":
         return value - timedelta(days=value.weekday())
     return value.replace(day=1)
@@ -360,6 +446,18 @@ def _buckets(first, last, period):
         days.append(day)
         day = _next_bucket(day, period)
     return days
+
+
+def _midnight(day):
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def bucket_coverage(day, period, since=None, until=None):
+    """Share (0-1) of the calendar bucket starting on `day` that lies inside [since, until)."""
+    start, end = _midnight(day), _midnight(_next_bucket(day, period))
+    inside_start = max(start, since) if since is not None else start
+    inside_end = min(end, until) if until is not None else end
+    return max(0.0, (inside_end - inside_start) / (end - start))
 
 
 def period_buckets(period, since=None, until=None, found=()):
@@ -382,23 +480,31 @@ def period_buckets(period, since=None, until=None, found=()):
 
 
 def frequency(incidents, period="week", since=None, until=None):
-    """{"series": [{"start": date, "count": n}], "total", "mean"}: incidents per week or month, gaps as zero."""
+    """Incidents per calendar week or month (UTC), gaps as zero.
+
+    {"series": [{"start": date, "count": n, "coverage": share of the bucket inside the period}],
+     "total", "mean"}: mean is per full bucket, the total over the sum of the coverages.
+    """
     rows = (
-        incidents.annotate(bucket=TRUNC[period]("detected_at"))
+        incidents.annotate(bucket=TRUNC[period]("detected_at", tzinfo=UTC))
         .values("bucket")
         .annotate(n=Count("id"))
         .order_by("bucket")
     )
     counts = {_bucket_start(row["bucket"], period): row["n"] for row in rows}
-    series = [{"start": day, "count": counts.get(day, 0)} for day in period_buckets(period, since, until, counts)]
+    series = [
+        {"start": day, "count": counts.get(day, 0), "coverage": _round(bucket_coverage(day, period, since, until), 4)}
+        for day in period_buckets(period, since, until, counts)
+    ]
     total = sum(counts.values())
-    return {"series": series, "total": total, "mean": _round(total / len(series)) if series else None}
+    covered = sum(bucket_coverage(row["start"], period, since, until) for row in series)
+    return {"series": series, "total": total, "mean": _round(total / covered) if covered else None}
 
 
 def frequency_by_severity(incidents, period="week", since=None, until=None):
     """Incidents per week (or month) and severity level: [{"start", "level", "count"}] (no zero rows)."""
     rows = (
-        incidents.annotate(bucket=TRUNC[period]("detected_at"))
+        incidents.annotate(bucket=TRUNC[period]("detected_at", tzinfo=UTC))
         .values("bucket", "severity__level")
         .annotate(n=Count("id"))
         .order_by("bucket", "severity__level")
@@ -414,7 +520,8 @@ def duration_trend(incidents, key, period="week"):
     definition = next(d for d in DURATIONS if d.key == key)
     expression = duration_expression(definition)
     rows = (
-        incidents.annotate(bucket=TRUNC[period]("detected_at"))
+        with_lifecycle_facts(incidents)
+        .annotate(bucket=TRUNC[period]("detected_at", tzinfo=UTC))
         .values("bucket")
         .annotate(n=Count(expression), mean=Avg(expression))
         .filter(n__gt=0)
@@ -491,8 +598,8 @@ def metrics_compute(*, user, since=None, until=None, service=None, severity=None
     # Check the period before running the queries.
     period_buckets("week", since, until)
     definitions = {d.key: d for d in CORE_DEFINITIONS}
-    stats = duration_stats(incidents)
-    total, recurrences = stats.pop("_total"), stats.pop("_recurrences")
+    stats = duration_stats(with_lifecycle_facts(incidents))
+    total, recurrences, reopened = stats.pop("_total"), stats.pop("_recurrences"), stats.pop("_reopened")
     result = OrderedDict()
     for d in DURATIONS:
         result[d.key] = metric_result(d, **stats[d.key])
@@ -502,6 +609,9 @@ def metrics_compute(*, user, since=None, until=None, service=None, severity=None
         result[key] = metric_result(definitions[key], **frequency(incidents, period, since, until))
     result["severity_distribution"] = metric_result(
         definitions["severity_distribution"], **severity_distribution(incidents)
+    )
+    result["reopen_rate"] = metric_result(
+        definitions["reopen_rate"], count=reopened, total=total, rate=_round(reopened / total, 4) if total else None
     )
     result["recurrence_rate"] = metric_result(
         definitions["recurrence_rate"],
@@ -544,6 +654,7 @@ __all__ = [
     "metric_source_register",
     "metrics_compute",
     "period_buckets",
+    "with_lifecycle_facts",
     "services_impact",
     "severity_distribution",
 ]

@@ -64,14 +64,17 @@ class DurationMetricSerializer(MetricSerializer):
 
 
 class SeriesPointSerializer(serializers.Serializer):
-    start = serializers.DateField(help_text="First day of the week (Monday) or month.")
+    start = serializers.DateField(help_text="First day (UTC) of the calendar week (Monday) or month.")
     count = serializers.IntegerField()
+    coverage = serializers.FloatField(help_text="Share (0 to 1) of this week or month inside the period.")
 
 
 class SeriesMetricSerializer(MetricSerializer):
     series = SeriesPointSerializer(many=True)
     total = serializers.IntegerField()
-    mean = serializers.FloatField(allow_null=True, help_text="Average per week or month of the period.")
+    mean = serializers.FloatField(
+        allow_null=True, help_text="Incidents per full week or month: the total over the buckets the period covers."
+    )
 
 
 class SeverityShareSerializer(serializers.Serializer):
@@ -100,13 +103,17 @@ class CountMetricSerializer(MetricSerializer):
 class MetricSetSerializer(serializers.Serializer):
     mttd = DurationMetricSerializer()
     mtta = DurationMetricSerializer()
+    mtta_alert = DurationMetricSerializer()
+    mtta_person = DurationMetricSerializer()
     time_to_mitigate = DurationMetricSerializer()
     mttr = DurationMetricSerializer()
+    time_to_final_resolution = DurationMetricSerializer()
     mttr_from_start = DurationMetricSerializer()
     incidents = CountMetricSerializer()
     frequency_week = SeriesMetricSerializer()
     frequency_month = SeriesMetricSerializer()
     severity_distribution = DistributionMetricSerializer()
+    reopen_rate = RateMetricSerializer()
     recurrence_rate = RateMetricSerializer()
     customers_affected = CountMetricSerializer()
     customer_reports = CountMetricSerializer()
@@ -150,8 +157,9 @@ class MetricsViewSet(ApiViewMixin, viewsets.ViewSet):
 
     @extend_schema(
         summary="Reliability metrics",
-        description="MTTD, MTTA, time to mitigate, MTTR (from detection and from start of impact) with median and "
-        "90th percentile, incidents per week and month, severity mix, recurrence rate, customer impact and "
+        description="MTTD, MTTA (also split by alert- and person-detected incidents), time to mitigate, MTTR to the "
+        "first resolution (from detection and from start of impact), time to final resolution, with median and "
+        "90th percentile, incidents per week and month, severity mix, reopen and recurrence rates, customer impact and "
         "action items, each with its definition. Dismissed incidents and duplicates are left out; an incident "
         "belongs to the period it was detected in. Durations are in seconds.",
         parameters=PARAMETERS,

@@ -41,7 +41,7 @@ def boss(db):
 @pytest.fixture
 def dataset(db):
     """
-    in scope (5):
+    in scope (5); B and D declared by a person, the others by alert ingestion (no person):
       A sev1 api      started 03-02 10:00 detected 10:10 ack 10:15 mitigated 10:40 resolved 11:10
       B sev2 web      (no start)  detected 03-04 12:00 ack 12:02 mitigated 12:30 resolved 14:00
       C sev2 api+web  started 03-09 08:00 detected 08:30, not acknowledged, responding; recurrence of A
@@ -66,12 +66,19 @@ def dataset(db):
         mitigated=at(2, 10, 40),
         resolved=at(2, 11, 10),
     )
+    person = UserFactory(username="dana", groups=["Responders"])
     b = make(
-        "B", sev2, services=[web], detected=at(4, 12), ack=at(4, 12, 2), mitigated=at(4, 12, 30), resolved=at(4, 14)
+        "B",
+        sev2,
+        services=[web],
+        detected=at(4, 12),
+        ack=at(4, 12, 2),
+        mitigated=at(4, 12, 30),
+        resolved=at(4, 14),
+        actor=person,
     )
     c = make("C", sev2, services=[api, web], started=at(9, 8), detected=at(9, 8, 30), recurrence_of=a)
-    person = UserFactory(username="dana", groups=["Responders"])
-    d = declare("D", severity=sev3, services=[api], detected_at=at(10, 9))
+    d = declare("D", severity=sev3, services=[api], detected_at=at(10, 9), actor=person)
     services.incident_acknowledge(incident=d, actor=person, at=at(10, 9, 10))
     services.incident_transition(incident=d, to="resolved", actor=person, at=at(10, 9, 30))
     services.incident_transition(incident=d, to="responding", actor=person, at=at(10, 10))
@@ -122,9 +129,21 @@ def test_durations_by_hand(dataset, boss):
         "median": 1800.0,
         "p90": 4320.0,
     }
-    # MTTR: A 3600, E 3600, B 7200, D 7200 (final resolution; its first one would have been 1800).
-    assert durations(result, "mttr") == {"count": 4, "missing": 1, "mean": 5400.0, "median": 5400.0, "p90": 7200.0}
-    # From start of impact: A 4200, E 9000; B and D have no start, C is not resolved.
+    # MTTR, to the FIRST resolution: A 3600, E 3600, B 7200, D 1800 (resolved 09:30, then reopened).
+    assert durations(result, "mttr") == {"count": 4, "missing": 1, "mean": 4050.0, "median": 3600.0, "p90": 6120.0}
+    # To the final resolution: D 7200 (resolved again at 11:00).
+    assert durations(result, "time_to_final_resolution") == {
+        "count": 4,
+        "missing": 1,
+        "mean": 5400.0,
+        "median": 5400.0,
+        "p90": 7200.0,
+    }
+    assert {k: result["reopen_rate"][k] for k in ("count", "total", "rate")} == {"count": 1, "total": 5, "rate": 0.2}
+    # MTTA by how the incident was detected: alert A 300, E 600 (C unacknowledged); person B 120, D 600.
+    assert durations(result, "mtta_alert") == {"count": 2, "missing": 1, "mean": 450.0, "median": 450.0, "p90": 570.0}
+    assert durations(result, "mtta_person") == {"count": 2, "missing": 0, "mean": 360.0, "median": 360.0, "p90": 552.0}
+    # From start of impact to first resolution: A 4200, E 9000; B and D have no start, C is not resolved.
     assert durations(result, "mttr_from_start") == {
         "count": 2,
         "missing": 3,
@@ -133,17 +152,21 @@ def test_durations_by_hand(dataset, boss):
         "p90": 8520.0,
     }
     assert result["mttr"]["unit"] == "seconds"
-    assert "final resolution" in result["mttr"]["definition"]
+    assert "first resolution" in result["mttr"]["definition"]
 
 
 def test_frequency_severity_and_recurrence_by_hand(dataset, boss):
     result = metrics.metrics_compute(user=boss, since=SINCE, until=UNTIL)
     week = result["frequency_week"]
-    assert week["series"] == [{"start": date(2026, 3, 2), "count": 3}, {"start": date(2026, 3, 9), "count": 2}]
+    assert week["series"] == [
+        {"start": date(2026, 3, 2), "count": 3, "coverage": 1.0},
+        {"start": date(2026, 3, 9), "count": 2, "coverage": 1.0},
+    ]
     assert (week["total"], week["mean"]) == (5, 2.5)
     month = result["frequency_month"]
-    assert month["series"] == [{"start": date(2026, 3, 1), "count": 5}]
-    assert month["mean"] == 5.0
+    # The two weeks are 14 of March's 31 days: 5 incidents in 14/31 of a month is 11.071 a month.
+    assert month["series"] == [{"start": date(2026, 3, 1), "count": 5, "coverage": round(14 / 31, 4)}]
+    assert month["mean"] == round(5 / (14 / 31), 3)
     items = {row["level"]: (row["count"], row["share"]) for row in result["severity_distribution"]["items"]}
     assert items == {1: (2, 0.4), 2: (2, 0.4), 3: (1, 0.2), 4: (0, 0.0)}
     assert result["severity_distribution"]["total"] == 5
@@ -152,6 +175,31 @@ def test_frequency_severity_and_recurrence_by_hand(dataset, boss):
         "total": 5,
         "rate": 0.2,
     }
+
+
+def test_frequency_is_per_full_calendar_bucket(boss):
+    """10 incidents in a 30-day window are about 10 a month, not 5.0 because the window straddles two months."""
+    sev = SeverityFactory(level=2)
+    since, until = datetime(2026, 3, 20, tzinfo=UTC), datetime(2026, 4, 19, tzinfo=UTC)
+    for n in range(10):
+        make(f"x{n}", sev, detected=since + timedelta(days=3 * n, hours=5))
+    month = metrics.metrics_compute(user=boss, since=since, until=until)["frequency_month"]
+    # 12 of March's 31 days and 18 of April's 30 are inside: 0.9871 of a month.
+    assert [(row["start"], row["count"], row["coverage"]) for row in month["series"]] == [
+        (date(2026, 3, 1), 4, round(12 / 31, 4)),
+        (date(2026, 4, 1), 6, 0.6),
+    ]
+    assert month["mean"] == round(10 / (12 / 31 + 18 / 30), 3) == 10.131
+    week = metrics.metrics_compute(user=boss, since=since, until=until)["frequency_week"]
+    assert week["mean"] == round(10 / (30 / 7), 3)  # 2.333 a week
+
+
+def test_buckets_are_utc_whatever_the_site_time_zone(boss, settings):
+    settings.TIME_ZONE = "America/New_York"
+    make("late sunday in new york", SeverityFactory(level=2), detected=datetime(2026, 3, 2, 2, tzinfo=UTC))
+    since, until = datetime(2026, 2, 23, tzinfo=UTC), datetime(2026, 3, 9, tzinfo=UTC)
+    series = metrics.metrics_compute(user=boss, since=since, until=until)["frequency_week"]["series"]
+    assert [(row["start"], row["count"]) for row in series] == [(date(2026, 2, 23), 0), (date(2026, 3, 2), 1)]
 
 
 def test_period_edges(dataset, boss):
@@ -168,11 +216,11 @@ def test_empty_weeks_count_as_zero_and_no_incidents(dataset, boss):
         user=boss, since=datetime(2020, 1, 6, tzinfo=UTC), until=datetime(2020, 1, 20, tzinfo=UTC)
     )
     assert result["incidents"]["count"] == 0
-    for key in ("mttd", "mtta", "time_to_mitigate", "mttr", "mttr_from_start"):
+    for key in (d.key for d in metrics.DURATIONS):
         assert durations(result, key) == {"count": 0, "missing": 0, "mean": None, "median": None, "p90": None}
     assert result["frequency_week"]["series"] == [
-        {"start": date(2020, 1, 6), "count": 0},
-        {"start": date(2020, 1, 13), "count": 0},
+        {"start": date(2020, 1, 6), "count": 0, "coverage": 1.0},
+        {"start": date(2020, 1, 13), "count": 0, "coverage": 1.0},
     ]
     assert result["frequency_week"]["mean"] == 0.0
     assert result["recurrence_rate"]["rate"] is None
@@ -191,7 +239,8 @@ def test_service_filter(dataset, boss):
     result = metrics.metrics_compute(user=boss, since=SINCE, until=UNTIL, service="api")
     # A, C, D touch api (C also web: counted once).
     assert result["incidents"]["count"] == 3
-    assert durations(result, "mttr") == {"count": 2, "missing": 1, "mean": 5400.0, "median": 5400.0, "p90": 6840.0}
+    # A 3600, D 1800 (first resolution); C open.
+    assert durations(result, "mttr") == {"count": 2, "missing": 1, "mean": 2700.0, "median": 2700.0, "p90": 3420.0}
     both = metrics.metrics_compute(user=boss, since=SINCE, until=UNTIL, service=["api", "web"])
     assert both["incidents"]["count"] == 4  # A, B, C, D: C once
 
@@ -234,7 +283,16 @@ def test_period_must_be_ordered_and_bounded(boss):
 
 def test_every_metric_has_a_written_definition(boss):
     result = metrics.metrics_compute(user=boss)
-    assert list(result)[:5] == ["mttd", "mtta", "time_to_mitigate", "mttr", "mttr_from_start"]
+    assert list(result)[:8] == [
+        "mttd",
+        "mtta",
+        "mtta_alert",
+        "mtta_person",
+        "time_to_mitigate",
+        "mttr",
+        "time_to_final_resolution",
+        "mttr_from_start",
+    ]
     for key, metric in result.items():
         assert metric["key"] == key
         assert metric["definition"] and metric["unit"] and metric["name"]
@@ -256,7 +314,7 @@ def test_trends(dataset, boss):
     incidents = metrics.incidents_for_metrics(user=boss, since=SINCE, until=UNTIL)
     assert metrics.duration_trend(incidents, "mttr") == [
         {"start": date(2026, 3, 2), "count": 3, "mean": 4800.0},  # A 3600, B 7200, E 3600
-        {"start": date(2026, 3, 9), "count": 1, "mean": 7200.0},  # D; C not resolved
+        {"start": date(2026, 3, 9), "count": 1, "mean": 1800.0},  # D to its first resolution; C not resolved
     ]
     assert metrics.frequency_by_severity(incidents) == [
         {"start": date(2026, 3, 2), "level": 1, "count": 2},
@@ -304,15 +362,15 @@ def test_api_returns_every_metric_with_its_definition(dataset, boss, api_for):
     assert {k: mttr[k] for k in ("count", "missing", "mean", "median", "p90", "unit")} == {
         "count": 2,
         "missing": 1,
-        "mean": 5400.0,
-        "median": 5400.0,
-        "p90": 6840.0,
+        "mean": 2700.0,
+        "median": 2700.0,
+        "p90": 3420.0,
         "unit": "seconds",
     }
-    assert "detection to resolution" in mttr["definition"]
+    assert "detection to the first resolution" in mttr["definition"]
     assert body["metrics"]["frequency_week"]["series"] == [
-        {"start": "2026-03-02", "count": 1},
-        {"start": "2026-03-09", "count": 2},
+        {"start": "2026-03-02", "count": 1, "coverage": 1.0},
+        {"start": "2026-03-09", "count": 2, "coverage": 1.0},
     ]
     assert body["metrics"]["recurrence_rate"]["rate"] == round(1 / 3, 4)
     for metric in body["metrics"].values():
