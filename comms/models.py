@@ -566,3 +566,7 @@ class MaintenanceNotice(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} to {self.subscriber}"
+
+
+# The Slack app's models live with it (comms/slack/models.py); imported here so Django finds them.
+from .slack.models import SlackCall, SlackChannel, SlackEvent, SlackNote, SlackUser  # noqa: E402, F401

@@ -65,6 +65,18 @@ class Severity(models.Model):
         blank=True, help_text="Told when an incident is not acknowledged in time (its commander otherwise)."
     )
     colour = models.CharField(max_length=7, default="#6c757d", help_text="Hex colour used in lists.")
+    # Slack policy (comms/slack): which incidents get a channel of their own, and which are announced.
+    slack_channel = models.BooleanField(
+        "open a Slack channel",
+        default=True,
+        help_text="Incidents of this severity get a Slack channel of their own (when Slack is connected).",
+    )
+    slack_announce = models.BooleanField(
+        "announce in Slack",
+        default=False,
+        help_text="Declarations, status and severity changes, handovers and published internal updates are "
+        "posted to the announcement channel (SLACK_ANNOUNCE_CHANNEL). Restricted incidents never are.",
+    )
 
     class Meta:
         ordering = ["level"]

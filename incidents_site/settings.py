@@ -205,6 +205,20 @@ COMMS_SUBSCRIBER_WEBHOOK_ALLOW_PRIVATE = env.bool("COMMS_SUBSCRIBER_WEBHOOK_ALLO
 # Internal updates go to the incident's current role holders and to these addresses (executives,
 # support leads; comma-separated), except for restricted incidents, which stay with their own people.
 COMMS_STAKEHOLDER_EMAILS = env.list("COMMS_STAKEHOLDER_EMAILS", default=[])
+# Slack app (comms/slack, README "Slack"): off unless both the bot token and the signing secret are
+# set. SLACK_ANNOUNCE_CHANNEL (a channel id or #name) hears declarations and changes per severity
+# policy; SLACK_API_URL is the Web API's base (tests point it at a local server). Calls made while
+# Slack waits for our answer (users.info, views.open) time out after REQUEST_TIMEOUT; the others run in
+# Celery with TIMEOUT, retried after Retry-After (429) or BASE, 4×BASE… seconds, MAX_ATTEMPTS in all.
+SLACK_BOT_TOKEN = env.str("SLACK_BOT_TOKEN", default="")
+SLACK_SIGNING_SECRET = env.str("SLACK_SIGNING_SECRET", default="")
+SLACK_ANNOUNCE_CHANNEL = env.str("SLACK_ANNOUNCE_CHANNEL", default="")
+SLACK_API_URL = env.str("SLACK_API_URL", default="https://slack.com/api/")
+SLACK_TIMEOUT_SECONDS = env.int("SLACK_TIMEOUT_SECONDS", default=10)
+SLACK_REQUEST_TIMEOUT_SECONDS = env.float("SLACK_REQUEST_TIMEOUT_SECONDS", default=2.0)
+SLACK_RETRY_BASE_SECONDS = env.int("SLACK_RETRY_BASE_SECONDS", default=15)
+SLACK_MAX_ATTEMPTS = env.int("SLACK_MAX_ATTEMPTS", default=8)
+SLACK_USER_CACHE_SECONDS = env.int("SLACK_USER_CACHE_SECONDS", default=3600)
 
 # Cache: throttling counters live here. Local memory by default (per process); with several web
 # processes use a shared one, e.g. CACHE_URL=redis://redis.internal:6379/1.

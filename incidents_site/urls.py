@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/v1/", include("incidents_site.api_urls")),
     path("status/", include("comms.status.urls")),
     path("subscribe/", include("comms.subscription_urls")),
+    path("integrations/slack/", include("comms.slack.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
