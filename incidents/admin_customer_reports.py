@@ -198,11 +198,14 @@ def incident_customer_impact(request, incident):
     if not request.user.has_perm("incidents.view_customerreport"):
         return []
     listing = reverse("admin:incidents_customerreport_changelist") + f"?incident__id__exact={incident.pk}"
-    text = incident_impact_text(incident) or "No customer reports yet."
+    text = incident_impact_text(incident) or "No customer reports and no accounts affected yet."
     html = format_html('{} <a href="{}">See the reports</a>', text, listing)
     if request.user.has_perm("incidents.add_customerreport"):
         add = reverse("admin:incidents_customerreport_add") + f"?incident={incident.pk}"
         html = format_html('{} · <a href="{}">Add one</a>', html, add)
+    if request.user.has_perm("incidents.view_account"):
+        accounts = reverse("admin:incidents_account_changelist") + f"?incident={incident.pk}"
+        html = format_html('{} · <a href="{}">Accounts affected</a>', html, accounts)
     return [("Customer impact", html)]
 
 

@@ -61,6 +61,7 @@ from django.utils import timezone
 
 from . import services
 from .models import Alert, AlertGroup, AlertPayload, Incident, Integration, Severity, TimelineEvent
+from .timebounds import OUT_OF_RANGE, within_bounds
 
 Kind = Integration.Kind
 
@@ -310,7 +311,7 @@ def parse_time(value, where):
             sign = -1 if offset[0] == "-" else 1
             digits = offset[1:].replace(":", "")
             tz = dt_timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0)))
-        return datetime(
+        parsed = datetime(
             int(year),
             int(month),
             int(day),
@@ -322,6 +323,9 @@ def parse_time(value, where):
         ).astimezone(UTC)
     except (ValueError, OverflowError) as exc:  # e.g. an offset of 24 hours or more; past year 9999 in UTC
         raise PayloadInvalid("", [f"{where}: {value[:60]!r} is not a valid time ({exc})."]) from None
+    if not within_bounds(parsed):
+        raise PayloadInvalid("", [f"{where}: {value[:60]!r} is out of range. {OUT_OF_RANGE}"])
+    return parsed
 
 
 def label_fingerprint(labels):

@@ -535,6 +535,29 @@ class ApiKey(models.Model):
         return self.revoked_at is None
 
 
+class IdempotencyKey(models.Model):
+    """A client's Idempotency-Key on an API POST: the first response, replayed to retries for 24 hours.
+
+    Unique per scope (an API key, or a user for browser sessions), so two clients never share keys; the
+    unique constraint makes two concurrent requests with one key run the operation once.
+    """
+
+    scope = models.CharField(max_length=40, help_text="key-<API key id> or user-<user id>.")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64, help_text="SHA-256 of the method, path and JSON body.")
+    created_at = models.DateTimeField(default=timezone.now)
+    status_code = models.PositiveSmallIntegerField()
+    headers = models.JSONField(default=dict, blank=True)
+    body = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["scope", "key"], name="idempotency_key_once")]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created_idx")]
+
+    def __str__(self):
+        return f"{self.scope}: {self.key[:40]}"
+
+
 # ---- Alert ingestion (issue 3) ----------------------------------------------------------------
 
 
@@ -759,6 +782,14 @@ class CustomerReport(models.Model):
         help_text="The person, or the API key's user, who entered it.",
     )
     attached_at = models.DateTimeField(null=True, blank=True, editable=False)
+    account = models.ForeignKey(
+        "Account",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="customer_reports",
+        help_text="The customer account, when the customer id is one of your accounts' external ids.",
+    )
 
     class Meta:
         ordering = ["-received_at", "-id"]
@@ -781,3 +812,65 @@ class CustomerReport(models.Model):
 
     def __str__(self):
         return f"{self.customer_id} via {self.get_channel_display()} at {self.received_at:%Y-%m-%d %H:%M}"
+
+
+# ---- Customer accounts: who uses which service, and what they are worth ----
+
+
+class AccountTier(models.Model):
+    """A customer tier (enterprise, business, self-serve…): data, not code; rank 1 matters most."""
+
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=100)
+    rank = models.PositiveSmallIntegerField(default=100, help_text="Ordering in reports: 1 first.")
+
+    class Meta:
+        ordering = ["rank", "name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Account(models.Model):
+    """A customer account, kept in sync from the CRM (CSV import or PUT /api/v1/accounts/{external_id}/)."""
+
+    external_id = models.CharField(
+        max_length=200, unique=True, help_text="The account's id in your CRM; imports and the API match on it."
+    )
+    name = models.CharField(max_length=200)
+    tier = models.ForeignKey(AccountTier, on_delete=models.PROTECT, related_name="accounts")
+    annual_contract_value = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    currency = models.CharField(max_length=3, default="USD", help_text="ISO 4217 code of the contract value.")
+    services = models.ManyToManyField(Service, blank=True, related_name="accounts", help_text="The services it uses.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "external_id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(annual_contract_value__gte=0),
+                name="account_contract_value_not_negative",
+                violation_error_message="The annual contract value cannot be negative.",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class AccountContact(models.Model):
+    """A person at a customer account; only those opted in to incident e-mail are written to."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="contacts")
+    name = models.CharField(max_length=200, blank=True)
+    email = models.EmailField()
+    role = models.CharField(max_length=100, blank=True, help_text="E.g. technical contact, account owner.")
+    incident_emails = models.BooleanField("incident e-mails", default=False, help_text="Opted in to incident e-mail.")
+
+    class Meta:
+        ordering = ["account", "email"]
+        constraints = [models.UniqueConstraint(fields=["account", "email"], name="accountcontact_once_per_account")]
+
+    def __str__(self):
+        return f"{self.name} <{self.email}>" if self.name else self.email

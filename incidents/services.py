@@ -11,7 +11,17 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from .models import CustomerReport, Incident, IncidentMember, ReferenceCounter, RoleAssignment, Severity, TimelineEvent
+from .models import (
+    Account,
+    CustomerReport,
+    Incident,
+    IncidentMember,
+    ReferenceCounter,
+    RoleAssignment,
+    Severity,
+    TimelineEvent,
+    sees_all_incidents,
+)
 from .signals import timeline_event_committed
 
 Status = Incident.Status
@@ -499,7 +509,8 @@ def customer_report_create(
     """Record what a customer reported, linked to an incident or not (staff attach it later).
 
     With a source_reference (the sending tool's ticket id), sending the same report again returns
-    the first one and changes nothing.
+    the first one and changes nothing. Without an account, the one whose external id is the
+    customer id (if any) is linked, so reports count towards that account's impact.
     """
     customer_id = (customer_id or "").strip()
     if not customer_id:
@@ -557,3 +568,5 @@ def customer_report_attach(*, report, incident, actor):
     report.save(update_fields=["incident", "attached_at"])
     _customer_report_event(incident, report, actor, attached=True)
     return report
+    account=None,
+        account=account or Account.objects.filter(external_id=customer_id).first(),

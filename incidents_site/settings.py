@@ -52,6 +52,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "incidents.api.middleware.ApiInputGuardMiddleware",  # API bodies: size, depth, NUL checked before parsing
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -240,6 +241,12 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "incidents.api.schema.AutoSchema",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
+# REST API input limits (incidents.api.middleware): a bigger body is a 413 before anything reads it; JSON
+# nested deeper is a 400. Alert ingestion has its own limit (INGEST_MAX_BODY_BYTES).
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
+# How long an Idempotency-Key's first response is replayed to retries (seconds).
+API_IDEMPOTENCY_TTL = env.int("API_IDEMPOTENCY_TTL", default=24 * 3600)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Incident management API",
     "DESCRIPTION": "Incidents, their lifecycle, timeline and roles; services and severities. "

@@ -16,18 +16,22 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from incidents import services
-from incidents.models import CustomerReport
+from incidents.models import Account, CustomerReport
 from incidents.selectors import customer_report_list
 
+from .base import ApiViewMixin
+from .fields import BoundedDateTimeField
 from .filters import StrictBooleanFilter
 from .schema import error_response
 from .serializers import IncidentReferenceField
-from .throttling import ApiKeyRateThrottle
 
 
 class CustomerReportSerializer(serializers.ModelSerializer):
     incident = IncidentReferenceField(read_only=True, allow_null=True, help_text="Null while unlinked.")
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    account = serializers.SlugRelatedField(
+        slug_field="external_id", read_only=True, allow_null=True, help_text="The account's external id, if linked."
+    )
     sentiment = serializers.ChoiceField(
         choices=CustomerReport.Sentiment.choices, allow_blank=True, read_only=True, help_text="Empty if unknown."
     )
@@ -38,6 +42,7 @@ class CustomerReportSerializer(serializers.ModelSerializer):
             "id",
             "incident",
             "customer_id",
+            "account",
             "channel",
             "text",
             "sentiment",
@@ -69,13 +74,23 @@ class CustomerReportInputSerializer(serializers.Serializer):
     currency = serializers.CharField(
         min_length=3, max_length=3, default="USD", help_text="ISO 4217 code of the revenue figure, e.g. EUR."
     )
-    received_at = serializers.DateTimeField(required=False, help_text="When the customer reported it; defaults to now.")
+    received_at = BoundedDateTimeField(required=False, help_text="When the customer reported it; defaults to now.")
     source_reference = serializers.CharField(
         required=False,
         allow_blank=True,
         default="",
         max_length=200,
         help_text="Your tool's id for the report (a ticket number): sending it again returns the first report.",
+    )
+
+    account = serializers.SlugRelatedField(
+        slug_field="external_id",
+        queryset=Account.objects.all(),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The customer account by its external id (CRM id). Left out: the account whose external id "
+        "is the customer id, if there is one.",
     )
 
     def validate_currency(self, value):
@@ -195,8 +210,7 @@ class CustomerReportFilterSet(filters.FilterSet):
         responses={201: CustomerReportSerializer, 200: CustomerReportSerializer},
     ),
 )
-class CustomerReportViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
-    throttle_classes = [ApiKeyRateThrottle]  # as incidents.api.views.ApiViewMixin (which imports this module)
+class CustomerReportViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
     queryset = CustomerReport.objects.all()
     serializer_class = CustomerReportSerializer
     filterset_class = CustomerReportFilterSet

@@ -8,6 +8,7 @@ from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
 
 from incidents.models import Incident
+from incidents.timebounds import OUT_OF_RANGE, within_bounds
 
 
 class CommaSeparatedMultipleChoiceField(forms.MultipleChoiceField):
@@ -37,9 +38,12 @@ class UTCDateTimeField(IsoDateTimeField):
         if value is None:
             return None
         try:
-            return value.astimezone(dt_timezone.utc)
+            value = value.astimezone(dt_timezone.utc)
         except OverflowError:
-            raise forms.ValidationError("This time is out of range.", code="invalid") from None
+            raise forms.ValidationError(OUT_OF_RANGE, code="invalid") from None
+        if not within_bounds(value):
+            raise forms.ValidationError(OUT_OF_RANGE, code="invalid")
+        return value
 
 
 class UTCDateTimeFilter(filters.IsoDateTimeFilter):

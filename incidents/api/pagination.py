@@ -66,11 +66,15 @@ class KeysetPagination(BasePagination):
         return keys
 
     def get_page_size(self, request):
-        try:
-            size = int(request.query_params[self.page_size_query_param])
-        except (KeyError, ValueError):
+        """The default without the parameter; a 400 for anything but a whole number from 1 to max_page_size."""
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
             return self.page_size
-        return min(size, self.max_page_size) if size > 0 else self.page_size
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= self.max_page_size):
+            raise exceptions.ValidationError(
+                {self.page_size_query_param: [f"A whole number from 1 to {self.max_page_size}."]}
+            )
+        return int(raw)
 
     def decode_cursor(self, request, keys):
         raw = request.query_params.get(self.cursor_query_param)

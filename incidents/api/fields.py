@@ -1,0 +1,34 @@
+"""Input fields shared by every app's API serializers."""
+
+from datetime import UTC, datetime
+
+from rest_framework import serializers
+
+from incidents.timebounds import OUT_OF_RANGE, within_bounds
+
+
+class BoundedDateTimeField(serializers.DateTimeField):
+    """A time between 1970 and 2100 (incidents.timebounds): year 1 or 9999 is a 400, never stored."""
+
+    default_error_messages = {"out_of_range": OUT_OF_RANGE}
+
+    def to_internal_value(self, value):
+        try:
+            parsed = super().to_internal_value(value)
+        except OverflowError:  # an offset that pushes the time past year 9999 or before year 1
+            self.fail("out_of_range")
+        if not within_bounds(parsed):
+            self.fail("out_of_range")
+        return parsed
+
+
+class BoundedDateField(serializers.DateField):
+    """A calendar date between 1970 and 2100."""
+
+    default_error_messages = {"out_of_range": OUT_OF_RANGE}
+
+    def to_internal_value(self, value):
+        parsed = super().to_internal_value(value)
+        if not within_bounds(datetime(parsed.year, parsed.month, parsed.day, tzinfo=UTC)):
+            self.fail("out_of_range")
+        return parsed
