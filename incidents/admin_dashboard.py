@@ -25,12 +25,14 @@ from .dashboard import (
     EXPORT_DURATIONS,
     HOT_SPOT_COLUMNS,
     IMPACT_DEFINITION,
+    MISSING_REASONS,
     PERIOD_DAYS,
     Scope,
     UnknownFigure,
     dashboard_data,
     export_queryset,
     figure_incidents,
+    period_change,
 )
 from .models import Service, Severity
 
@@ -108,12 +110,77 @@ def human_duration(seconds):
     return f"{seconds / 86400:.1f} d"
 
 
-def metric_cards(results, scope):
-    """One card per metric of metrics_compute: headline, detail lines, definition, export link."""
+def _plural(n, word):
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def change_text(change, kind):
+    """ "+12% on the period before" in words a reader takes in at a glance ("" when not comparable)."""
+    if change is None or change.get("change") is None:
+        return ""
+    ratio = change["change"]
+    if abs(ratio) < 0.005:
+        return "same as the period before"
+    previous = change["previous"]
+    shown = (
+        human_duration(previous)
+        if kind == "duration"
+        else (
+            f"{100 * previous:.1f}%" if kind == "rate" else f"{previous:g}" if isinstance(previous, float) else previous
+        )
+    )
+    return f"{'+' if ratio > 0 else '−'}{abs(ratio) * 100:.0f}% on the period before ({shown})"
+
+
+def summary_lines(results, changes, scope):
+    """The figures in plain words, most asked-for first, then why some incidents are not measured."""
+    total = results["incidents"]["count"]
+    days = round((scope.until - scope.since).total_seconds() / 86400)
+    before = changes.get("incidents", {}).get("previous")
+    line = f"{_plural(total, 'incident')} detected in these {days} days"
+    if before is not None:
+        if before == total:
+            line += f", as many as in the {days} days before"
+        else:
+            direction = "more" if total > before else "fewer"
+            line += f", {abs(total - before):,} {direction} than in the {days} days before ({before:,})"
+    lines = [line + "."]
+    mtta, mttr, mttd = results["mtta"], results["mttr"], results["mttd"]
+    if mtta["count"]:
+        text = (
+            f"Half were acknowledged within {human_duration(mtta['median'])} of detection, nine in ten within "
+            f"{human_duration(mtta['p90'])}"
+        )
+        split = [
+            f"{label} {human_duration(results[key]['median'])}"
+            for key, label in (("mtta_alert", "from alerts"), ("mtta_person", "declared by a person"))
+            if results.get(key, {}).get("count")
+        ]
+        lines.append(text + (f" (median {', '.join(split)})." if split else "."))
+    if mttr["count"]:
+        reopen = results["reopen_rate"]
+        lines.append(
+            f"Half were resolved within {human_duration(mttr['median'])} of detection (first resolution); "
+            f"{_plural(reopen['count'], 'incident')} of {total:,} reopened afterwards."
+        )
+    if mttd["count"]:
+        lines.append(f"Impact was noticed {human_duration(mttd['median'])} after it began (median).")
+    missing = [
+        f"{_plural(results[key]['missing'], 'incident')} {reason}."
+        for key, reason in MISSING_REASONS.items()
+        if key in results and results[key]["missing"] and key not in ("mtta_alert", "mtta_person")
+    ]
+    return lines, missing
+
+
+def metric_cards(results, scope, changes=None):
+    """One card per metric of metrics_compute: headline, detail lines, definition, change, export link."""
     cards = []
     for key, metric in results.items():
         kind = metric.get("kind")
         card = {
+            "change": change_text((changes or {}).get(key), kind),
+            "missing_reason": MISSING_REASONS.get(key, "") if metric.get("missing") else "",
             "key": key,
             "name": metric.get("name", key),
             "definition": metric.get("definition", ""),
@@ -157,6 +224,9 @@ def metric_cards(results, scope):
 
 def _week_label(day):
     return f"{day.day} {day:%b}"
+
+
+FACTOR_COLOURS = ["#2f6fb0", "#b0452f", "#3c8d40", "#8a4fb0", "#c07a16", "#16858a", "#6c757d"]
 
 
 def build_charts(data, scope):
@@ -233,12 +303,28 @@ def build_charts(data, scope):
         empty="No incident of the period names a service",
         width=960,
     )
+    factors = data.get("factors")
+    if factors is not None:
+        result["factors"] = charts.stacked_bars(
+            chart_id="chart-factors",
+            title="Contributing factors by category, per month",
+            desc="Contributing factors recorded in the reviews of the period's incidents, by the month the "
+            "incident was detected in and category.",
+            labels=[f"{month:%b %Y}" for month in factors["months"]],
+            series=[
+                (label, FACTOR_COLOURS[i % len(FACTOR_COLOURS)], counts)
+                for i, (label, counts) in enumerate(factors["series"])
+            ],
+            unit="factors",
+            empty="No contributing factors recorded for this period's incidents",
+            width=960,
+        )
     by_age = data["action_items_by_age"]
     if by_age is not None:
         result["action_items"] = charts.horizontal_bars(
             chart_id="chart-action-items",
             title="Open action items by age",
-            desc="Action items still open or in progress, from the period's incidents, by how long ago they were created.",
+            desc="Every action item still open or in progress (whatever the period), by how long ago it was created.",
             rows=[(label, count, f"{count}", None) for label, count in by_age],
             fill="#c07a16",
             empty="No open action items",
@@ -260,6 +346,12 @@ def dashboard_view(request):
     results = metrics.metrics_compute(
         user=request.user, since=scope.since, until=scope.until, service=scope.service, severity=scope.severity
     )
+    before = scope.previous()
+    previous = metrics.metrics_compute(
+        user=request.user, since=before.since, until=before.until, service=scope.service, severity=scope.severity
+    )
+    changes = period_change(results, previous)
+    summary, missing = summary_lines(results, changes, scope)
     base = {**scope.params()}
     rank_links = {column: "?" + urlencode({**base, "rank": column}) for column in HOT_SPOT_COLUMNS}
     for row in data["hot_spots"]:
@@ -272,7 +364,9 @@ def dashboard_view(request):
         "period_since": timezone.localtime(scope.since),
         "period_until": timezone.localtime(scope.until - timedelta(microseconds=1)),
         "data": data,
-        "cards": metric_cards(results, scope),
+        "cards": metric_cards(results, scope, changes),
+        "summary": summary,
+        "missing": missing,
         "charts": build_charts(data, scope),
         "hot_spots": data["hot_spots"],
         "rank": order,

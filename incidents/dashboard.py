@@ -28,6 +28,19 @@ HOT_SPOT_COLUMNS = ("incidents", "impact_minutes", "customer_reports", "overdue_
 # imports postmortems): rows of {"label", "count"} and of {"slug", "count"}.
 ACTION_ITEMS_BY_AGE = "action_items_open_by_age"
 ACTION_ITEMS_OVERDUE_PER_SERVICE = "action_items_overdue_per_service"
+FACTOR_CATEGORIES_BY_MONTH = "factor_categories_by_month"
+
+# Why a duration is missing for an incident, in plain words: "<n> incidents <reason>".
+MISSING_REASONS = {
+    "mttd": "have no start-of-impact time recorded, so their time to detect cannot be measured",
+    "mtta": "were never acknowledged by a person, so they have no time to acknowledge",
+    "mtta_alert": "opened by an alert were never acknowledged by a person",
+    "mtta_person": "declared by a person were never acknowledged",
+    "time_to_mitigate": "are not mitigated yet",
+    "mttr": "were never resolved, so they have no time to resolve",
+    "time_to_final_resolution": "are not resolved now (never resolved, or reopened and open again)",
+    "mttr_from_start": "have no start-of-impact time or were never resolved",
+}
 
 IMPACT_DEFINITION = (
     "From when impact started (detection when unknown) to mitigation (resolution when it skipped "
@@ -64,6 +77,18 @@ class Scope:
     def between(cls, first_day, last_day, **kwargs):
         """From the start of first_day to the end of last_day (dates, in the current time zone)."""
         return cls(since=day_start(first_day), until=day_start(last_day + timedelta(days=1)), period="custom", **kwargs)
+
+    def previous(self):
+        """The period of the same length just before this one (for period-over-period change)."""
+        length = self.until - self.since
+        return Scope(
+            since=self.since - length,
+            until=self.since,
+            service=self.service,
+            severity=self.severity,
+            period="custom",
+            now=self.now,
+        )
 
     def params(self):
         """The GET parameters that reproduce this scope (for the links to the export)."""
@@ -130,14 +155,58 @@ def severity_mix(incidents, severities):
     return [(severity, counts.get(severity.pk, 0)) for severity in severities]
 
 
-def action_item_series(incidents):
+def action_item_series(*, user, scope):
     """(open items by age [(label, count)], overdue items per service {slug: {"name", "count"}}); each
-    None when postmortems registered no such series."""
+    None when postmortems registered no such series.
+
+    Open work is counted whatever the period: an item 150 days overdue matters even when its incident
+    was detected before the period. The service and severity filters still apply.
+    """
+    incidents = metrics.incidents_for_metrics(user=user, service=scope.service, severity=scope.severity)
     by_age = metrics.metric_series(ACTION_ITEMS_BY_AGE, incidents)
     overdue = metrics.metric_series(ACTION_ITEMS_OVERDUE_PER_SERVICE, incidents)
     by_age = None if by_age is None else [(row["label"], row["count"]) for row in by_age]
-    overdue = None if overdue is None else {row["slug"]: row for row in overdue}
+    if overdue is not None:
+        overdue = {row["slug"]: row for row in overdue if scope.service is None or row["slug"] == scope.service.slug}
     return by_age, overdue
+
+
+def factor_categories(incidents):
+    """{"months": [first days], "series": [(category label, [count per month])]} or None when not tracked."""
+    rows = metrics.metric_series(FACTOR_CATEGORIES_BY_MONTH, incidents)
+    if rows is None:
+        return None
+    months = sorted({row["start"] for row in rows})
+    index = {month: i for i, month in enumerate(months)}
+    series = {}
+    for row in rows:
+        series.setdefault(row["label"], [0] * len(months))[index[row["start"]]] += row["count"]
+    return {"months": months, "series": sorted(series.items())}
+
+
+def period_change(current, previous):
+    """{key: {"previous", "change"}} for the headline figures: counts and rates as they were the period
+    before, and the relative change (None when there is nothing to compare with)."""
+
+    def value(metric):
+        if metric is None:
+            return None
+        if metric.get("kind") == "duration":
+            return metric.get("median")
+        if metric.get("kind") == "rate":
+            return metric.get("rate")
+        if metric.get("kind") == "series":
+            return metric.get("mean")
+        return metric.get("count")
+
+    changes = {}
+    for key, metric in current.items():
+        now, before = value(metric), value(previous.get(key))
+        if now is None or before is None:
+            changes[key] = {"previous": before, "change": None}
+        else:
+            changes[key] = {"previous": before, "change": None if before == 0 else (now - before) / before}
+    return changes
 
 
 def hot_spots(impact, overdue, order="incidents"):
@@ -162,8 +231,10 @@ def dashboard_data(*, user, scope, hot_spot_order="incidents"):
     """Every series the page draws, for `user` and `scope`; a fixed number of queries."""
     severities = list(Severity.objects.order_by("level"))
     incidents = dashboard_incidents(user=user, scope=scope)
-    impact = metrics.services_impact(incidents)
-    by_age, overdue = action_item_series(incidents)
+    # The service filter applies to every ranking: an incident on checkout and search, seen through the
+    # checkout filter, counts for checkout only.
+    impact = metrics.services_impact(incidents, only=[scope.service.slug] if scope.service else None)
+    by_age, overdue = action_item_series(user=user, scope=scope)
     spots = hot_spots(impact, overdue, hot_spot_order)
     mix = severity_mix(incidents, severities)
     return {
@@ -176,6 +247,7 @@ def dashboard_data(*, user, scope, hot_spot_order="incidents"):
         "action_items_by_age": by_age,
         "action_items_tracked": overdue is not None,
         "hot_spots": spots,
+        "factors": factor_categories(incidents),
     }
 
 

@@ -282,7 +282,9 @@ def duration_expression(definition):
     seconds = Seconds(F(definition.end), F(definition.start))
     if not definition.detected_by:
         return seconds
-    return Case(When(_detected_by(definition.detected_by), then=seconds), default=Value(None), output_field=FloatField())
+    return Case(
+        When(_detected_by(definition.detected_by), then=seconds), default=Value(None), output_field=FloatField()
+    )
 
 
 def _detected_by(source):
@@ -558,14 +560,16 @@ def impact_seconds_expression(prefix=""):
     )
 
 
-def services_impact(incidents):
+def services_impact(incidents, only=None):
     """Per service touched by these incidents: incidents, impact minutes, customer reports; most impact first.
 
     [{"slug", "name", "incidents", "impact_minutes", "customer_reports"}]. An incident with several
-    services counts for each of them.
+    services counts for each of them. `only` (slugs) keeps the ranking to the services a filter chose.
     """
     through = Incident.services.through
     links = through.objects.filter(incident__in=incidents.values("pk"))
+    if only:
+        links = links.filter(service__slug__in=only)
     rows = links.values("service_id").annotate(
         n=Count("incident_id"),
         seconds=Sum(impact_seconds_expression("incident__")),

@@ -6,10 +6,11 @@
   without a due date are never overdue.
 """
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.apps import apps
 from django.db.models import Count, Q
+from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
 from incidents.metrics import MetricDefinition, metric_result, metric_series_register, metric_source_register
@@ -112,6 +113,33 @@ def overdue_action_items_per_service(incidents):
     ]
 
 
+def factor_categories_by_month(incidents):
+    """[{"start": first day of the month (UTC), "category", "label", "count"}]: contributing factors of these
+    incidents' reviews, by the month their incident was detected in and category (no zero rows)."""
+    try:
+        factor = apps.get_model("postmortems", "ContributingFactor")
+    except LookupError:
+        return []
+    labels = dict(factor.Category.choices)
+    rows = (
+        factor.objects.filter(review__incident__in=incidents.values("pk"))
+        .annotate(month=TruncMonth("review__incident__detected_at", tzinfo=UTC))
+        .values("month", "category")
+        .annotate(n=Count("id"))
+        .order_by("month", "category")
+    )
+    return [
+        {
+            "start": row["month"].astimezone(UTC).date() if hasattr(row["month"], "astimezone") else row["month"],
+            "category": row["category"],
+            "label": labels.get(row["category"], row["category"]),
+            "count": row["n"],
+        }
+        for row in rows
+    ]
+
+
 metric_source_register(action_item_metrics, definitions=[COMPLETION, OVERDUE])
 metric_series_register("action_items_open_by_age", open_action_items_by_age)
 metric_series_register("action_items_overdue_per_service", overdue_action_items_per_service)
+metric_series_register("factor_categories_by_month", factor_categories_by_month)

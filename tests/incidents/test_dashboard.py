@@ -217,7 +217,8 @@ def test_action_items_by_age_and_overdue_per_service(client, data):
 def test_filters_apply(client, data):
     response = page(client, data.viewer, service="search")
     assert response.context["data"]["total"] == 2  # B and C
-    assert [r["slug"] for r in response.context["data"]["top_services"]] == ["search", "checkout"]
+    # The filter applies to the rankings too: B is also on checkout, but checkout is not what was asked for.
+    assert [r["slug"] for r in response.context["data"]["top_services"]] == ["search"]
     response = page(client, data.viewer, severity="2")
     assert response.context["data"]["total"] == 1  # B
     assert response.context["form"]["severity"].value() == "2"
@@ -366,7 +367,7 @@ def test_query_count_does_not_grow_with_data(client, data):
         CustomerReport.objects.create(incident=incident, customer_id=f"c{i}", received_at=at(5 + i % 12, 9, 30))
     assert _queries(client, URL, params) == page_before
     assert _queries(client, EXPORT, params) == export_before
-    assert page_before <= 40, page_before
+    assert page_before <= 50, page_before  # the page also computes the period before, for the change
 
 
 def test_charts_escape_text_and_refuse_odd_colours():
