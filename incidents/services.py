@@ -505,6 +505,7 @@ def customer_report_create(
     received_at=None,
     source_reference="",
     incident=None,
+    account=None,
 ):
     """Record what a customer reported, linked to an incident or not (staff attach it later).
 
@@ -539,6 +540,7 @@ def customer_report_create(
         source_reference=source_reference,
         created_by=actor,
         attached_at=timezone.now() if incident is not None else None,
+        account=account or Account.objects.filter(external_id=customer_id).first(),
     )
     try:
         with transaction.atomic():
@@ -568,5 +570,3 @@ def customer_report_attach(*, report, incident, actor):
     report.save(update_fields=["incident", "attached_at"])
     _customer_report_event(incident, report, actor, attached=True)
     return report
-    account=None,
-        account=account or Account.objects.filter(external_id=customer_id).first(),
