@@ -98,8 +98,8 @@ def header_message(incident):
     return text, blocks
 
 
-def _actor(event):
-    return (event.actor.get_full_name() or event.actor.get_username()) if event.actor else "The system"
+def _by(event):
+    return f" by {event.actor.get_full_name() or event.actor.get_username()}" if event.actor else ""
 
 
 def announcement_text(event, incident):
@@ -107,12 +107,12 @@ def announcement_text(event, incident):
     ref = f"<{incident_url(incident)}|{incident.reference}> {incident.title}"
     data = event.data if isinstance(event.data, dict) else {}
     if event.kind == Kind.DECLARED:
-        return f":rotating_light: {_actor(event)} declared {ref} ({incident.severity.label} {incident.severity.name})."
+        return f":rotating_light: {ref} declared{_by(event)} ({incident.severity.label} {incident.severity.name})."
     if event.kind == Kind.STATUS_CHANGED:
         to = Status(data["to"]).label.lower() if data.get("to") in Status.values else incident.get_status_display()
-        return f"{ref} is now *{to}* ({_actor(event)})."
+        return f"{ref} is now *{to}*{_by(event)}."
     if event.kind == Kind.SEVERITY_CHANGED:
-        return f"{ref}: severity SEV{data.get('from')} → *SEV{data.get('to')}* ({_actor(event)})."
+        return f"{ref}: severity SEV{data.get('from')} → *SEV{data.get('to')}*{_by(event)}."
     if event.kind == Kind.ROLE_ASSIGNED and data.get("role") == "commander":
         previous = f" from {data['from']}" if data.get("from") else ""
         return f"{ref}: *{data.get('to')}* took command{previous}."
