@@ -4,6 +4,9 @@ from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
+from . import idempotency
+from .base import ApiViewMixin
+
 
 class ErrorDetailSerializer(serializers.Serializer):
     code = serializers.CharField(
@@ -17,6 +20,17 @@ class ErrorDetailSerializer(serializers.Serializer):
 
 class ErrorSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
+
+
+IDEMPOTENCY_PARAMETER = {
+    "in": "header",
+    "name": idempotency.HEADER,
+    "required": False,
+    "schema": {"type": "string", "pattern": idempotency.KEY_PATTERN},
+    "description": "Any unique value (a UUID) to make this request safe to retry: a retry with the same key "
+    "and body gets the first response (with `Idempotent-Replayed: true`) and changes nothing; the same key "
+    "with another body is a 422. Keys are per API key (or user) and kept for 24 hours.",
+}
 
 
 def error_response(description):
@@ -54,8 +68,21 @@ class AutoSchema(SpectacularAutoSchema):
             codes.append("429")
         return codes
 
+    def _idempotent(self):
+        return self.method == "POST" and isinstance(self.view, ApiViewMixin)
+
+    def _get_parameters(self):
+        parameters = super()._get_parameters()
+        if self._idempotent():
+            parameters.append(IDEMPOTENCY_PARAMETER)
+        return parameters
+
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
+        if self._idempotent() and "422" not in responses:
+            responses["422"] = self._get_response_for_code(
+                error_response("This Idempotency-Key was used with a different request."), "422", direction=direction
+            )
         for code in self._error_codes():
             if code not in responses:
                 responses[code] = self._get_response_for_code(
