@@ -389,6 +389,25 @@ class IncidentForm(forms.ModelForm):
         return cleaned
 
 
+class IncidentDeclareForm(IncidentForm):
+    """The add page: the incident's details and who takes command (the declaring person by default)."""
+
+    # Not "commander": that model field is set only by the role service.
+    declare_commander = forms.ModelChoiceField(
+        queryset=None,
+        required=False,
+        label="Commander",
+        help_text="You take command unless you choose someone else (or leave it empty: nobody yet).",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from django.contrib.auth import get_user_model
+
+        people = get_user_model().objects.filter(is_active=True, is_staff=True).order_by("username")
+        self.fields["declare_commander"].queryset = people
+
+
 # ---- incident admin -----------------------------------------------------------------------------
 
 TRANSITION_ACTIONS = [
@@ -579,7 +598,7 @@ class IncidentAdmin(admin.ModelAdmin):
         ("Record", {"classes": ("collapse",), "fields": ("commander", "created_at", "updated_at", "last_activity_at")}),
     )
     add_fieldsets = (
-        (None, {"fields": ("title", "summary", "severity", "services", "is_restricted")}),
+        (None, {"fields": ("title", "summary", "severity", "services", "declare_commander", "is_restricted")}),
         ("Timing", {"fields": ("started_at", "detected_at")}),
         ("Links", {"fields": ("recurrence_of",)}),
     )
@@ -620,6 +639,14 @@ class IncidentAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request, obj=None):
         return self.add_fieldsets if obj is None else self.fieldsets
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = IncidentDeclareForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_changeform_initial_data(self, request):
+        return {"declare_commander": request.user.pk, **super().get_changeform_initial_data(request)}
 
     def get_inlines(self, request, obj):
         return [] if obj is None else self.inlines
@@ -676,16 +703,17 @@ class IncidentAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
         if not change:
-            created = services.incident_declare(
+            created = services.incident_declare_by_person(
                 title=data["title"],
                 summary=data["summary"],
                 severity=data["severity"],
-                actor=request.user,
+                person=request.user,
                 services=data["services"],
                 started_at=data["started_at"],
                 detected_at=data["detected_at"],
                 recurrence_of=data["recurrence_of"],
                 restricted=data["is_restricted"],
+                commander=data.get("declare_commander"),
             )
             obj.pk = created.pk
             obj.refresh_from_db()

@@ -12,7 +12,6 @@ from django.db.models import Max
 from django.utils import timezone
 
 from .models import (
-    Account,
     CustomerReport,
     Incident,
     IncidentMember,
@@ -163,6 +162,19 @@ def incident_declare(
             "restricted": restricted,
         },
     )
+    return incident
+
+
+@transaction.atomic
+def incident_declare_by_person(*, person, commander, restricted=False, **details):
+    """A person declares an incident (the admin's add page, the API): `commander` takes command in the
+    same transaction (the person unless they chose someone else; None for nobody yet), and a restricted
+    incident stays visible to the person who declared it (a member when they do not command it)."""
+    incident = incident_declare(actor=person, restricted=restricted, **details)
+    if commander is not None:
+        role_assign(incident=incident, role=RoleAssignment.Role.COMMANDER, user=commander, actor=person)
+    if restricted and commander != person and not sees_all_incidents(person):
+        incident_member_add(incident=incident, user=person, actor=person)
     return incident
 
 
@@ -505,13 +517,11 @@ def customer_report_create(
     received_at=None,
     source_reference="",
     incident=None,
-    account=None,
 ):
     """Record what a customer reported, linked to an incident or not (staff attach it later).
 
     With a source_reference (the sending tool's ticket id), sending the same report again returns
-    the first one and changes nothing. Without an account, the one whose external id is the
-    customer id (if any) is linked, so reports count towards that account's impact.
+    the first one and changes nothing.
     """
     customer_id = (customer_id or "").strip()
     if not customer_id:
@@ -540,7 +550,6 @@ def customer_report_create(
         source_reference=source_reference,
         created_by=actor,
         attached_at=timezone.now() if incident is not None else None,
-        account=account or Account.objects.filter(external_id=customer_id).first(),
     )
     try:
         with transaction.atomic():

@@ -20,8 +20,6 @@ from incidents.models import (
     references_redacted,
 )
 
-from .fields import BoundedDateTimeField
-
 Status = Incident.Status
 
 
@@ -32,11 +30,6 @@ class LookupField(serializers.SlugRelatedField):
         if not isinstance(data, str) or "\x00" in data or len(data) > 200 or not data.isprintable():
             self.fail("invalid")
         return super().to_internal_value(data)
-
-    def run_validation(self, data=serializers.empty):
-        if data == "":  # DRF reads "" as null on related fields; the schema does not offer it
-            self.fail("invalid")
-        return super().run_validation(data)
 
 
 @extend_schema_field({"type": "integer", "minimum": 0, "maximum": 32767})
@@ -86,11 +79,6 @@ class IncidentReferenceField(serializers.RelatedField):
             return self.get_queryset().get(number=int(match[1]))
         except Incident.DoesNotExist:
             self.fail("does_not_exist", value=data)
-
-    def run_validation(self, data=serializers.empty):
-        if data == "":  # DRF reads "" as null on related fields; the schema does not offer it
-            self.fail("invalid")
-        return super().run_validation(data)
 
     def to_representation(self, value):
         return value.reference
@@ -175,8 +163,8 @@ class IncidentInputSerializer(serializers.Serializer):
     services = LookupField(
         slug_field="slug", many=True, required=False, queryset=Service.objects.all(), help_text="Service slugs."
     )
-    started_at = BoundedDateTimeField(required=False, allow_null=True, help_text="When impact began, if known.")
-    detected_at = BoundedDateTimeField(required=False, help_text="Defaults to now.")
+    started_at = serializers.DateTimeField(required=False, allow_null=True, help_text="When impact began, if known.")
+    detected_at = serializers.DateTimeField(required=False, help_text="Defaults to now.")
     recurrence_of = IncidentReferenceField(
         required=False, allow_null=True, help_text="An earlier incident this one repeats, e.g. INC-1042."
     )
@@ -184,6 +172,17 @@ class IncidentInputSerializer(serializers.Serializer):
         source="is_restricted",
         required=False,
         help_text="Restrict it to its role holders, members and those who may see all restricted incidents.",
+    )
+
+
+class IncidentDeclareInputSerializer(IncidentInputSerializer):
+    commander = LookupField(
+        slug_field="username",
+        queryset=get_user_model().objects.filter(is_active=True),
+        required=False,
+        allow_null=True,
+        help_text="Who takes command: a username. Leave it out and the declaring user (the key's user) takes "
+        "command; null declares without a commander.",
     )
 
 
@@ -215,7 +214,7 @@ class TimelineEventSerializer(serializers.ModelSerializer):
 
 class NoteInputSerializer(serializers.Serializer):
     body = serializers.CharField(max_length=20000)
-    occurred_at = BoundedDateTimeField(
+    occurred_at = serializers.DateTimeField(
         required=False, help_text="When it happened, to write up history; defaults to now."
     )
 

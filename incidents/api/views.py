@@ -21,7 +21,6 @@ from incidents.models import (
 )
 from incidents.selectors import incident_impact
 
-from .base import ApiViewMixin
 from .customer_reports import (
     INCIDENT_ACTION_SCHEMA,
     CustomerReportInputSerializer,
@@ -35,6 +34,7 @@ from .filters import IncidentFilterSet
 from .schema import error_response
 from .serializers import (
     AcknowledgeInputSerializer,
+    IncidentDeclareInputSerializer,
     IncidentInputSerializer,
     IncidentSerializer,
     NoteInputSerializer,
@@ -45,8 +45,9 @@ from .serializers import (
     TimelineEventSerializer,
     TransitionInputSerializer,
 )
+from .throttling import ApiKeyRateThrottle
 
-ETAG = re.compile(r'(?:W/)?"(\d{1,18})-(\d{1,18})"')  # bounded: int() of 5,000 digits raises
+ETAG = re.compile(r'(?:W/)?"(\d+)-(\d+)"')
 
 IF_MATCH = OpenApiParameter(
     "If-Match",
@@ -66,6 +67,10 @@ STALE = error_response("If-Match names an older version of the incident: reload 
 
 def incident_etag(incident):
     return f'"{incident.pk}-{incident.version}"'
+
+
+class ApiViewMixin:
+    throttle_classes = [ApiKeyRateThrottle]
 
 
 class ApiRootView(ApiViewMixin, APIRootView):
@@ -116,7 +121,7 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
 
     # What each write accepts; responses are IncidentSerializer (or the timeline's and roles' own).
     input_serializers = {
-        "create": IncidentInputSerializer,
+        "create": IncidentDeclareInputSerializer,
         "partial_update": IncidentInputSerializer,
         "transition": TransitionInputSerializer,
         "acknowledge": AcknowledgeInputSerializer,
@@ -175,13 +180,20 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
 
     @extend_schema(
         summary="Declare an incident",
-        request=IncidentInputSerializer,
+        description="The declaring user takes command unless `commander` names someone else (or is null). "
+        "Declaring a restricted incident keeps it visible to the declaring user.",
+        request=IncidentDeclareInputSerializer,
         responses={201: IncidentSerializer},
         parameters=[ETAG_HEADER],
     )
     def create(self, request):
         data = self.validated()
-        incident = services.incident_declare(actor=request.user, restricted=data.pop("is_restricted", False), **data)
+        incident = services.incident_declare_by_person(
+            person=request.user,
+            restricted=data.pop("is_restricted", False),
+            commander=data.pop("commander", request.user),
+            **data,
+        )
         return self.incident_response(incident, status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -291,7 +303,7 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         if request.method == "POST":
             report, created = create_report(request, dict(self.validated()), incident)
             return customer_report_created_response(report, created)
-        reports = CustomerReport.objects.filter(incident=incident).select_related("incident", "created_by", "account")
+        reports = CustomerReport.objects.filter(incident=incident).select_related("incident", "created_by")
         page = self.paginate_queryset(reports)
         return Response(
             {
