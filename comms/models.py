@@ -570,3 +570,5 @@ class MaintenanceNotice(models.Model):
 
 # The Slack app's models live with it (comms/slack/models.py); imported here so Django finds them.
 from .slack.models import SlackCall, SlackChannel, SlackEvent, SlackNote, SlackUser  # noqa: E402, F401
+# The status page's public state version lives with it (comms/status/models.py).
+from .status.models import StatusPageVersion  # noqa: E402, F401

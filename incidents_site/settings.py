@@ -182,6 +182,12 @@ STATUS_PAGE_NAME = env.str("STATUS_PAGE_NAME", default="Service status")
 STATUS_PAGE_TIME_ZONE = env.str("STATUS_PAGE_TIME_ZONE", default=TIME_ZONE)
 STATUS_PAGE_MAX_AGE = env.int("STATUS_PAGE_MAX_AGE", default=30)
 STATUS_PAGE_ID_KEY = env.str("STATUS_PAGE_ID_KEY", default="")
+# After max-age, CDNs and browsers may keep serving a copy this long while they fetch a fresh one
+# (stale-while-revalidate), or this long while the origin fails (stale-if-error). The origin keeps each
+# rendered document in the cache (CACHE_URL) until the public state changes, at most CACHE_SECONDS.
+STATUS_PAGE_STALE_WHILE_REVALIDATE = env.int("STATUS_PAGE_STALE_WHILE_REVALIDATE", default=30)
+STATUS_PAGE_STALE_IF_ERROR = env.int("STATUS_PAGE_STALE_IF_ERROR", default=86400)
+STATUS_PAGE_CACHE_SECONDS = env.int("STATUS_PAGE_CACHE_SECONDS", default=60)
 # Scheduled maintenance: subscribers of its services hear of it this many hours before it starts.
 MAINTENANCE_NOTICE_HOURS = env.int("MAINTENANCE_NOTICE_HOURS", default=24)
 # Outbound webhooks: each POST waits this long for an answer; a failed one (5xx, 408, 429, timeout,

@@ -1,9 +1,10 @@
-"""The Atom feed of the status page: published external updates of public incidents, newest first."""
+"""The Atom feed of the status page: published external updates of public incidents, newest first.
+
+Served (cached, with its headers) by views.feed."""
 
 from django.conf import settings
 from django.contrib.syndication.views import Feed
 from django.urls import reverse
-from django.utils.cache import patch_cache_control
 from django.utils.feedgenerator import Atom1Feed
 
 from . import public_ids, selectors
@@ -12,11 +13,6 @@ from . import public_ids, selectors
 class UpdatesFeed(Feed):
     feed_type = Atom1Feed
     description_template = None
-
-    def __call__(self, request, *args, **kwargs):
-        response = super().__call__(request, *args, **kwargs)
-        patch_cache_control(response, public=True, max_age=settings.STATUS_PAGE_MAX_AGE)
-        return response
 
     def title(self):
         return settings.STATUS_PAGE_NAME

@@ -93,6 +93,7 @@ class PublicComponent:
     id: str
     name: str
     position: int
+    slug: str
     group: PublicGroup | None
     status: str = ComponentStatus.OPERATIONAL
     updated_at: object = None
@@ -354,6 +355,7 @@ def _components():
             id=public_ids.encode("component", service.pk),
             name=service.name,
             position=len(group.components) + 1 if group else 0,
+            slug=service.slug,
             group=group,
             updated_at=changed,
         )

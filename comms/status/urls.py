@@ -1,9 +1,8 @@
-"""The public status page under /status/: HTML, Atom and Statuspage v2 JSON."""
+"""The public status page under /status/: HTML, Atom, Statuspage v2 JSON, and the in-app widget."""
 
 from django.urls import path
-from django.views.decorators.http import require_safe
 
-from . import feeds, views
+from . import views
 
 app_name = "status"
 
@@ -23,7 +22,9 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("incidents/<str:public_id>/", views.incident, name="incident"),
     path("maintenances/<str:public_id>/", views.maintenance, name="maintenance"),
-    path("feed.atom", require_safe(feeds.UpdatesFeed()), name="feed"),
+    path("feed.atom", views.feed, name="feed"),
+    path("embed.js", views.embed_script, name="embed-script"),
+    path("api/embed.json", views.embed_document, name="api-embed"),
     *(
         path(f"api/v2/{route}", views.document, {"name": name}, name=f"api-{name}")
         for route, name in DOCUMENT_PATHS.items()

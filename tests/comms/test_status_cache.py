@@ -1,0 +1,315 @@
+"""The status page under a spike: cached documents, ETags and CDN headers, and changes that show at once.
+
+Transactional tests: the cache is only used outside a transaction (inside one, a connection may see
+changes nobody else sees yet), which is how the web processes read it.
+"""
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.core.cache import cache as django_cache
+from django.core.cache.backends.base import BaseCache
+from django.db import transaction
+from django.utils import timezone
+
+from comms import services as comms_services
+from comms.models import ScheduledMaintenance
+from comms.status import cache
+from incidents import services as incident_services
+from incidents.models import ServiceGroup
+from tests.comms.factories import maintenance_scheduled
+from tests.incidents.factories import ServiceFactory, SeverityFactory, UserFactory, declare
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+# The documents customers and monitoring scripts hammer during an outage.
+HOT = [
+    "/status/",
+    "/status/api/v2/summary.json",
+    "/status/api/v2/status.json",
+    "/status/api/v2/components.json",
+    "/status/api/v2/incidents/unresolved.json",
+]
+JSON_DOCUMENTS = [path for path in HOT if path.endswith(".json")]
+
+
+@pytest.fixture
+def world(db):
+    payments = ServiceGroup.objects.create(name="Payments", position=1)
+    checkout = ServiceFactory(name="Checkout API", slug="checkout-api", is_public=True, group=payments)
+    website = ServiceFactory(name="Website", slug="website", is_public=True)
+    severity = SeverityFactory(level=3)
+    severity.update_approval_required = False
+    severity.save()
+    writer = UserFactory(username="wendy", groups=["Communications"])
+    return {"checkout": checkout, "website": website, "severity": severity, "writer": writer}
+
+
+def publish(world, incident, *, status="investigating", title="Checkout is slow", body="We are looking into it.",
+            components=None):  # fmt: skip
+    """An external update through the services, as the admin and the API publish one."""
+    draft = comms_services.update_draft_create(
+        incident=incident,
+        actor=world["writer"],
+        audience="external",
+        public_status=status,
+        title=title,
+        body=body,
+        components=components if components is not None else [(world["checkout"], "partial_outage")],
+    )
+    return comms_services.update_publish(update=draft, actor=world["writer"])
+
+
+def bodies(client):
+    return {path: client.get(path).content.decode() for path in HOT}
+
+
+def published_shows(title):
+    """What each hot document shows of a published update (a partial outage of Checkout API)."""
+    return {
+        "/status/": title,
+        "/status/api/v2/summary.json": title,
+        "/status/api/v2/incidents/unresolved.json": title,
+        "/status/api/v2/status.json": '"indicator": "major"',
+        "/status/api/v2/components.json": '"partial_outage"',
+    }
+
+
+def wait_until_all_show(client, expected, *, within):
+    """Poll the documents until each contains its expected text; returns the seconds it took."""
+    started = time.monotonic()
+    pending = dict(expected)
+    while pending and time.monotonic() - started < within + 2:
+        pending = {path: text for path, text in pending.items() if text not in client.get(path).content.decode()}
+    elapsed = time.monotonic() - started
+    assert not pending, f"{pending} not shown after {elapsed:.2f} s"
+    return elapsed
+
+
+# ---- steady state: one cache read, no database ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", HOT)
+def test_a_warm_document_is_served_without_touching_the_database(client, world, path, django_assert_num_queries):
+    publish(world, declare("Checkout errors", severity=world["severity"], services=[world["checkout"]]))
+    first = client.get(path)
+    with django_assert_num_queries(0):
+        again = client.get(path)
+    assert again.status_code == 200 and again.content == first.content and again["ETag"] == first["ETag"]
+
+
+def test_the_version_is_read_from_the_database_when_the_cache_lost_it(client, world, django_assert_num_queries):
+    client.get("/status/api/v2/status.json")
+    django_cache.delete(cache.VERSION_KEY)  # expired, evicted, or another process's cache
+    with django_assert_num_queries(1):  # the version's row, not the page
+        assert client.get("/status/api/v2/status.json").status_code == 200
+
+
+# ---- headers for browsers and CDNs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", HOT)
+def test_documents_carry_an_etag_and_cdn_cache_control(client, world, path):
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response["ETag"].startswith('"') and response["ETag"].endswith('"')
+    directives = {d.strip() for d in response["Cache-Control"].split(",")}
+    assert {"public", "max-age=30", "stale-while-revalidate=30", "stale-if-error=86400"} <= directives
+    assert "Cookie" not in response.get("Vary", "") and not response.cookies
+
+
+@pytest.mark.parametrize("path", HOT)
+def test_if_none_match_answers_304_without_a_body(client, world, path):
+    etag = client.get(path)["ETag"]
+    for sent in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        response = client.get(path, HTTP_IF_NONE_MATCH=sent)
+        assert response.status_code == 304, sent
+        assert response.content == b""
+        assert response["ETag"] == etag and "max-age=30" in response["Cache-Control"]
+        if path.endswith(".json"):
+            assert response["Access-Control-Allow-Origin"] == "*"
+    assert client.get(path, HTTP_IF_NONE_MATCH='"something-else"').status_code == 200
+
+
+def test_the_etag_changes_with_the_content_and_only_then(client, world):
+    publish(world, declare("Checkout errors", severity=world["severity"], services=[world["checkout"]]))
+    before = client.get("/status/api/v2/summary.json")["ETag"]
+    ServiceGroup.objects.create(name="Unused group")  # a change with nothing to show: same content
+    assert client.get("/status/api/v2/summary.json")["ETag"] == before
+    publish(world, declare("Website down", severity=world["severity"]), title="Website is down")
+    response = client.get("/status/api/v2/summary.json", HTTP_IF_NONE_MATCH=before)
+    assert response.status_code == 200 and response["ETag"] != before
+
+
+@pytest.mark.parametrize("path", JSON_DOCUMENTS + ["/status/api/embed.json"])
+def test_json_documents_answer_cross_origin_preflights(client, world, path):
+    response = client.options(path, HTTP_ORIGIN="https://app.example.com",
+                              HTTP_ACCESS_CONTROL_REQUEST_METHOD="GET",
+                              HTTP_ACCESS_CONTROL_REQUEST_HEADERS="if-none-match")  # fmt: skip
+    assert response.status_code == 204
+    assert response["Access-Control-Allow-Origin"] == "*"
+    assert "GET" in response["Access-Control-Allow-Methods"]
+    assert "If-None-Match" in response["Access-Control-Allow-Headers"]
+    get = client.get(path, HTTP_ORIGIN="https://app.example.com")
+    assert get["Access-Control-Allow-Origin"] == "*" and "ETag" in get["Access-Control-Expose-Headers"]
+    assert client.post(path).status_code == 405
+
+
+# ---- changes show on every hot document within a second --------------------------------------------------
+
+
+def test_a_published_update_shows_everywhere_within_a_second(client, world):
+    incident = declare("Checkout errors", severity=world["severity"], services=[world["checkout"]])
+    bodies(client)  # warm every document
+    publish(world, incident, title="Card payments are failing")
+    assert wait_until_all_show(client, published_shows("Card payments are failing"), within=1) < 1
+
+
+def test_a_resolution_shows_everywhere_within_a_second(client, world):
+    incident = declare("Checkout errors", severity=world["severity"], services=[world["checkout"]])
+    publish(world, incident)
+    docs = bodies(client)
+    assert '"partial_outage"' in docs["/status/api/v2/components.json"]
+    publish(world, incident, status="resolved", body="Fixed.", components=[(world["checkout"], "operational")])
+    started = time.monotonic()
+    docs = bodies(client)
+    assert '"indicator": "none"' in docs["/status/api/v2/status.json"]
+    assert '"partial_outage"' not in docs["/status/api/v2/components.json"]
+    assert '"incidents": []' in docs["/status/api/v2/summary.json"]
+    assert '"incidents": []' in docs["/status/api/v2/incidents/unresolved.json"]
+    assert "All Systems Operational" in docs["/status/"]
+    assert time.monotonic() - started < 1
+
+
+def test_resolving_the_incident_itself_shows_without_a_resolved_update(client, world):
+    incident = declare("Checkout errors", severity=world["severity"], services=[world["checkout"]])
+    publish(world, incident)
+    assert '"incidents": []' not in client.get("/status/api/v2/incidents/unresolved.json").content.decode()
+    incident_services.incident_transition(incident=incident, to="resolved", actor=world["writer"])
+    assert client.get("/status/api/v2/incidents/unresolved.json").json()["incidents"] == []
+    assert client.get("/status/api/v2/status.json").json()["status"]["indicator"] == "none"
+
+
+def test_a_maintenance_change_shows_everywhere_within_a_second(client, world):
+    maintenance = maintenance_scheduled(services=[world["website"]], name="Website move", starts_in=timedelta(0))
+    assert "Website move" in client.get("/status/api/v2/summary.json").content.decode()  # upcoming
+    bodies(client)
+    comms_services.maintenance_transition(
+        maintenance=maintenance, to=ScheduledMaintenance.Status.IN_PROGRESS, body="Started."
+    )
+    started = time.monotonic()
+    docs = bodies(client)
+    assert '"under_maintenance"' in docs["/status/api/v2/components.json"]
+    assert '"indicator": "maintenance"' in docs["/status/api/v2/status.json"]
+    assert "Website move" in docs["/status/"]
+    assert time.monotonic() - started < 1
+
+
+def test_a_component_change_shows_everywhere_within_a_second(client, world):
+    bodies(client)
+    api = ServiceFactory(name="Public API", slug="public-api", is_public=False)
+    api.is_public = True  # the admin's service form saves the row
+    api.save()
+    assert wait_until_all_show_components(client, "Public API") < 1
+    world["website"].name = "Web shop"
+    world["website"].save()
+    assert wait_until_all_show_components(client, "Web shop") < 1
+
+
+def wait_until_all_show_components(client, name):
+    started = time.monotonic()
+    for path in ("/status/", "/status/api/v2/summary.json", "/status/api/v2/components.json"):
+        assert name in client.get(path).content.decode(), path
+    return time.monotonic() - started
+
+
+def test_a_correction_shows_at_once(client, world):
+    incident = declare("Checkout errors", severity=world["severity"], services=[world["checkout"]])
+    original = publish(world, incident, body="Payments fail in the EU.")
+    bodies(client)
+    correction = comms_services.update_correct(update=original, actor=world["writer"], body="Payments fail in the US.")
+    comms_services.update_publish(update=correction, actor=world["writer"])
+    assert "Payments fail in the US." in client.get("/status/api/v2/summary.json").content.decode()
+    assert "Payments fail in the US." in client.get("/status/").content.decode()
+
+
+def test_another_process_with_its_own_cache_sees_a_change_within_a_second(client, world):
+    """A process whose cache is not shared (the local-memory default) still holds the old version: it
+    re-reads the version from the database once its copy expires (VERSION_TTL)."""
+    incident = declare("Checkout errors", severity=world["severity"], services=[world["checkout"]])
+    bodies(client)
+    stale = django_cache.get(cache.VERSION_KEY)
+    publish(world, incident, title="Card payments are failing")
+    django_cache.set(cache.VERSION_KEY, stale, cache.VERSION_TTL)  # what the other process still has
+    assert "Card payments are failing" not in client.get("/status/api/v2/summary.json").content.decode()
+    elapsed = wait_until_all_show(client, published_shows("Card payments are failing"), within=cache.VERSION_TTL)
+    assert elapsed <= cache.VERSION_TTL + 0.25
+
+
+def test_a_change_rolled_back_never_reaches_the_cache(client, world):
+    incident = declare("Checkout errors", severity=world["severity"], services=[world["checkout"]])
+    client.get("/status/api/v2/summary.json")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        publish(world, incident, title="Never published")
+        assert "Never published" in client.get("/status/api/v2/summary.json").content.decode()  # its own view
+        raise RuntimeError
+    assert "Never published" not in client.get("/status/api/v2/summary.json").content.decode()
+
+
+# ---- a spike after a change: one render, the others serve the previous copy -----------------------------
+
+
+def test_while_one_process_renders_the_others_serve_the_previous_copy(client, world, django_assert_num_queries):
+    old = client.get("/status/api/v2/summary.json").content
+    publish(world, declare("Checkout errors", severity=world["severity"], services=[world["checkout"]]))
+    django_cache.add(cache.RENDER_LOCK_KEY.format("summary"), 1, 10)  # someone else is rendering it
+    client.get("/status/api/v2/status.json")  # reads the new version into the cache
+    with django_assert_num_queries(0):
+        assert client.get("/status/api/v2/summary.json").content == old
+    django_cache.delete(cache.RENDER_LOCK_KEY.format("summary"))
+    assert "Checkout is slow" in client.get("/status/api/v2/summary.json").content.decode()
+
+
+# ---- the cache is down: the database answers -----------------------------------------------------------
+
+
+class BrokenCache(BaseCache):
+    """A cache server that does not answer."""
+
+    def __init__(self, location, params):
+        super().__init__(params)
+
+    def _fail(self, *args, **kwargs):
+        raise ConnectionError("cache server unreachable")
+
+    add = get = set = touch = delete = get_many = set_many = delete_many = clear = has_key = _fail
+
+
+def test_with_the_cache_down_pages_are_rendered_from_the_database(client, world, settings):
+    publish(world, declare("Checkout errors", severity=world["severity"], services=[world["checkout"]]))
+    settings.CACHES = {"default": {"BACKEND": "tests.comms.test_status_cache.BrokenCache"}}
+    for path in HOT:
+        response = client.get(path)
+        assert response.status_code == 200 and response["ETag"]
+    assert "Checkout is slow" in client.get("/status/api/v2/summary.json").content.decode()
+    publish(world, declare("Website down", severity=world["severity"]), title="Website is down")
+    assert "Website is down" in client.get("/status/").content.decode()
+
+
+def test_documents_expire_after_status_page_cache_seconds(client, world, settings):
+    """Nothing committed, but time moves (the 90-day history window): a document is kept at most this long."""
+    settings.STATUS_PAGE_CACHE_SECONDS = 1
+    client.get("/status/api/v2/status.json")
+    key = cache.DOCUMENT_KEY.format("status")
+    assert django_cache.get(key) is not None
+    time.sleep(1.1)
+    assert django_cache.get(key) is None
+
+
+def test_changes_to_incidents_the_public_cannot_see_leave_the_cache_alone(client, world):
+    client.get("/status/")
+    version = django_cache.get(cache.VERSION_KEY)
+    incident = declare("Internal only", severity=world["severity"], services=[world["checkout"]])  # no public update
+    incident_services.incident_transition(incident=incident, to="triaging", actor=world["writer"], at=timezone.now())
+    assert django_cache.get(cache.VERSION_KEY) == version  # private changes leave the cached page alone
