@@ -12,6 +12,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from .models import (
+    Account,
     CustomerReport,
     Incident,
     IncidentMember,
@@ -517,11 +518,13 @@ def customer_report_create(
     received_at=None,
     source_reference="",
     incident=None,
+    account=None,
 ):
     """Record what a customer reported, linked to an incident or not (staff attach it later).
 
     With a source_reference (the sending tool's ticket id), sending the same report again returns
-    the first one and changes nothing.
+    the first one and changes nothing. Without an account, the one whose external id is the
+    customer id (if any) is linked, so reports count towards that account's impact.
     """
     customer_id = (customer_id or "").strip()
     if not customer_id:
@@ -550,6 +553,7 @@ def customer_report_create(
         source_reference=source_reference,
         created_by=actor,
         attached_at=timezone.now() if incident is not None else None,
+        account=account or Account.objects.filter(external_id=customer_id).first(),
     )
     try:
         with transaction.atomic():

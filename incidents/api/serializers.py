@@ -20,6 +20,8 @@ from incidents.models import (
     references_redacted,
 )
 
+from .fields import BoundedDateTimeField
+
 Status = Incident.Status
 
 
@@ -30,6 +32,11 @@ class LookupField(serializers.SlugRelatedField):
         if not isinstance(data, str) or "\x00" in data or len(data) > 200 or not data.isprintable():
             self.fail("invalid")
         return super().to_internal_value(data)
+
+    def run_validation(self, data=serializers.empty):
+        if data == "":  # DRF reads "" as null on related fields; the schema does not offer it
+            self.fail("invalid")
+        return super().run_validation(data)
 
 
 @extend_schema_field({"type": "integer", "minimum": 0, "maximum": 32767})
@@ -79,6 +86,11 @@ class IncidentReferenceField(serializers.RelatedField):
             return self.get_queryset().get(number=int(match[1]))
         except Incident.DoesNotExist:
             self.fail("does_not_exist", value=data)
+
+    def run_validation(self, data=serializers.empty):
+        if data == "":  # DRF reads "" as null on related fields; the schema does not offer it
+            self.fail("invalid")
+        return super().run_validation(data)
 
     def to_representation(self, value):
         return value.reference
@@ -163,8 +175,8 @@ class IncidentInputSerializer(serializers.Serializer):
     services = LookupField(
         slug_field="slug", many=True, required=False, queryset=Service.objects.all(), help_text="Service slugs."
     )
-    started_at = serializers.DateTimeField(required=False, allow_null=True, help_text="When impact began, if known.")
-    detected_at = serializers.DateTimeField(required=False, help_text="Defaults to now.")
+    started_at = BoundedDateTimeField(required=False, allow_null=True, help_text="When impact began, if known.")
+    detected_at = BoundedDateTimeField(required=False, help_text="Defaults to now.")
     recurrence_of = IncidentReferenceField(
         required=False, allow_null=True, help_text="An earlier incident this one repeats, e.g. INC-1042."
     )
@@ -214,7 +226,7 @@ class TimelineEventSerializer(serializers.ModelSerializer):
 
 class NoteInputSerializer(serializers.Serializer):
     body = serializers.CharField(max_length=20000)
-    occurred_at = serializers.DateTimeField(
+    occurred_at = BoundedDateTimeField(
         required=False, help_text="When it happened, to write up history; defaults to now."
     )
 

@@ -21,6 +21,7 @@ from incidents.models import (
 )
 from incidents.selectors import incident_impact
 
+from .base import ApiViewMixin
 from .customer_reports import (
     INCIDENT_ACTION_SCHEMA,
     CustomerReportInputSerializer,
@@ -45,9 +46,8 @@ from .serializers import (
     TimelineEventSerializer,
     TransitionInputSerializer,
 )
-from .throttling import ApiKeyRateThrottle
 
-ETAG = re.compile(r'(?:W/)?"(\d+)-(\d+)"')
+ETAG = re.compile(r'(?:W/)?"(\d{1,18})-(\d{1,18})"')  # bounded: int() of 5,000 digits raises
 
 IF_MATCH = OpenApiParameter(
     "If-Match",
@@ -67,10 +67,6 @@ STALE = error_response("If-Match names an older version of the incident: reload 
 
 def incident_etag(incident):
     return f'"{incident.pk}-{incident.version}"'
-
-
-class ApiViewMixin:
-    throttle_classes = [ApiKeyRateThrottle]
 
 
 class ApiRootView(ApiViewMixin, APIRootView):
@@ -303,7 +299,7 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         if request.method == "POST":
             report, created = create_report(request, dict(self.validated()), incident)
             return customer_report_created_response(report, created)
-        reports = CustomerReport.objects.filter(incident=incident).select_related("incident", "created_by")
+        reports = CustomerReport.objects.filter(incident=incident).select_related("incident", "created_by", "account")
         page = self.paginate_queryset(reports)
         return Response(
             {

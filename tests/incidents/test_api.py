@@ -557,13 +557,21 @@ def test_cursor_pages_through_everything_once_in_order(api, sev1, sev3):
         assert back == pages[-2::-1], ordering
 
 
-def test_page_size_is_capped_at_100(api, sev3):
+def test_page_size_is_1_to_100(api, sev3):
     Incident.objects.bulk_create(Incident(number=5000 + n, title=f"bulk {n}", severity=sev3) for n in range(105))
-    first = api.get(f"{LIST}?page_size=500").json()
+    first = api.get(f"{LIST}?page_size=100").json()
     assert len(first["results"]) == 100 and first["next"] and first["previous"] is None
     assert len(api.get(first["next"]).json()["results"]) == 5
     assert len(api.get(LIST).json()["results"]) == 25
-    assert len(api.get(f"{LIST}?page_size=nonsense").json()["results"]) == 25
+    assert len(api.get(f"{LIST}?page_size=1").json()["results"]) == 1
+
+
+@pytest.mark.parametrize("size", ["101", "500", "0", "-1", "nonsense", "", "1.5", "true", "\u0661", "9" * 5000])
+def test_page_size_out_of_range_or_malformed_is_400(api, size):
+    """The schema says 1 to 100: anything else is refused, not quietly replaced by another size."""
+    error = assert_error(api.get(LIST, {"page_size": size}), 400, "invalid")
+    assert "page_size" in error["fields"]
+    assert_error(api.get("/api/v1/services/", {"page_size": size}), 400, "invalid")
 
 
 def test_tampered_or_mismatched_cursor_is_400(api, mix):
