@@ -27,8 +27,10 @@ from .models import (
     ServiceGroup,
     Severity,
     TimelineEvent,
+    links_hidden_from,
     references_hidden_from,
     references_redacted,
+    visible_incident_rows,
 )
 
 Status = Incident.Status
@@ -120,6 +122,17 @@ class CommanderFilter(admin.SimpleListFilter):
         if self.value() and self.value().isdigit():
             return queryset.filter(commander_id=int(self.value()))
         return queryset
+
+
+def _link_filters_guarded(queryset, request):
+    """A filter on a link (?recurrence_of__id__exact=…) only matches links the person may see.
+
+    Otherwise an outsider could tell a restricted incident's id from a non-existent one.
+    """
+    for field in ("recurrence_of", "duplicate_of"):
+        if any(key == field or key.startswith(f"{field}__") for key in request.GET):
+            queryset = visible_incident_rows(queryset, request.user, field)
+    return queryset
 
 
 def _not_in_future(value):
@@ -605,14 +618,27 @@ class IncidentAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         # Everything on the incident pages (inlines, buttons, autocomplete) starts from here.
-        return super().get_queryset(request).visible_to(request.user).prefetch_related("services")
+        queryset = super().get_queryset(request).visible_to(request.user).prefetch_related("services")
+        return _link_filters_guarded(queryset, request)
 
     def get_object(self, request, object_id, from_field=None):
         incident = super().get_object(request, object_id, from_field)
         if incident is not None and incident.duplicate_of_id is not None:
             visible = Incident.objects.visible_to(request.user)
             incident.duplicate_of_visible = visible.filter(pk=incident.duplicate_of_id).exists()
+        if incident is not None and incident.recurrence_of_id in links_hidden_from(request.user, [incident]):
+            # Blank on the page (read-only field or form) for whoever may not see it; a save keeps it.
+            incident.hidden_recurrence_of_id = incident.recurrence_of_id
+            incident.recurrence_of = None
         return incident
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        if obj is not None and obj.is_restricted and not services.incident_restriction_may_lift(
+            incident=obj, user=request.user
+        ):
+            return [*fields, "is_restricted"]  # only the commander or the global permission may lift it
+        return fields
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "recurrence_of":
@@ -720,6 +746,8 @@ class IncidentAdmin(admin.ModelAdmin):
             obj._state.adding = False
             return
         fields = {name: data[name] for name in services.EDITABLE_FIELDS}
+        if fields["recurrence_of"] is None and getattr(obj, "hidden_recurrence_of_id", None):
+            del fields["recurrence_of"]  # a link this person could not see stays as it is
         services.incident_update(
             incident=obj,
             actor=request.user,
@@ -728,7 +756,8 @@ class IncidentAdmin(admin.ModelAdmin):
             **fields,
         )
         services.incident_severity_change(incident=obj, severity=data["severity"], actor=request.user)
-        services.incident_restriction_set(incident=obj, restricted=data["is_restricted"], actor=request.user)
+        restricted = data.get("is_restricted", obj.is_restricted)  # read-only for those who may not lift it
+        services.incident_restriction_set(incident=obj, restricted=restricted, actor=request.user)
         obj.refresh_from_db()
 
     def save_related(self, request, form, formsets, change):
@@ -747,7 +776,8 @@ class IncidentAdmin(admin.ModelAdmin):
             elif isinstance(inline_form, AssignRoleForm) and data.get("role") and data.get("user"):
                 services.role_assign(incident=incident, role=data["role"], user=data["user"], actor=request.user)
             elif isinstance(inline_form, MemberListForm) and data.get("remove"):
-                services.incident_member_remove(member=inline_form.instance, actor=request.user)
+                for notice in services.incident_member_remove(member=inline_form.instance, actor=request.user):
+                    self.message_user(request, notice, messages.WARNING)
             elif isinstance(inline_form, AddMemberForm) and data.get("user"):
                 services.incident_member_add(incident=incident, user=data["user"], actor=request.user)
             elif isinstance(inline_form, NoteForm) and data.get("body"):

@@ -8,8 +8,13 @@ class IncidentsConfig(AppConfig):
     def ready(self):
         from . import (
             admin_accounts,  # noqa: F401  registers AccountAdmin, AccountTierAdmin and the CSV import
+            admin_autocomplete,
             admin_customer_reports,  # noqa: F401  registers CustomerReportAdmin
             admin_dashboard,  # noqa: F401  the reliability dashboard page, linked from the admin index
             admin_integrations,  # noqa: F401  registers IntegrationAdmin and the alert records
+            admin_log,
         )
         from .api import admin  # noqa: F401  registers ApiKeyAdmin
+
+        admin_autocomplete.install()  # people pickers for those who assign people, NUL-safe terms
+        admin_log.install()  # "Recent actions" leaves out incidents the reader may not see

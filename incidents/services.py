@@ -439,12 +439,29 @@ def timeline_note_add(*, incident, actor, body, occurred_at=None):
     )
 
 
+def incident_restriction_may_lift(*, incident, user):
+    """Lifting a restriction opens the incident to everyone: its commander or the global permission only.
+
+    Any member may restrict (or keep restricted); the system (user None) may do either.
+    """
+    return (
+        user is None
+        or sees_all_incidents(user)
+        or (incident.commander_id is not None and incident.commander_id == user.pk)
+    )
+
+
 @transaction.atomic
 def incident_restriction_set(*, incident, restricted, actor, note=""):
     """Restrict an incident to its participants, or lift the restriction; both are on the timeline."""
     incident = _lock(incident)
     if incident.is_restricted == restricted:
         return incident
+    if not restricted and not incident_restriction_may_lift(incident=incident, user=actor):
+        raise IncidentError(
+            f"Only {incident.reference}'s commander, or someone who may view all restricted incidents, "
+            "can lift its restriction."
+        )
     incident.is_restricted = restricted
     incident.version += 1
     incident.save(update_fields=["is_restricted", "version", "updated_at"])
@@ -468,14 +485,33 @@ def incident_member_add(*, incident, user, actor):
     return member
 
 
+# Other apps say what taking someone off a restricted incident leaves behind (action items they still
+# own, say) without incidents importing them: fn(incident, user) -> list of sentences.
+_member_removal_notices = []
+
+
+def member_removal_notice_register(notice):
+    if notice not in _member_removal_notices:
+        _member_removal_notices.append(notice)
+
+
 @transaction.atomic
 def incident_member_remove(*, member, actor):
+    """Take someone off an incident. Returns what they leave behind (sentences to show to the actor)."""
     incident = _lock(member.incident)
     deleted, _ = IncidentMember.objects.filter(pk=member.pk).delete()
+    notices = []
     if deleted:
+        if incident.is_restricted and not Incident.objects.visible_to(member.user).filter(pk=incident.pk).exists():
+            notices = [line for notice in _member_removal_notices for line in notice(incident, member.user)]
         timeline_event_record(
-            incident=incident, kind=Kind.MEMBER_REMOVED, actor=actor, data={"user": _username(member.user)}
+            incident=incident,
+            kind=Kind.MEMBER_REMOVED,
+            actor=actor,
+            body=" ".join(notices),
+            data={"user": _username(member.user)},
         )
+    return notices
 
 
 # ---- Customer reports (issue 6) ---------------------------------------------------------------

@@ -833,6 +833,10 @@ class ActionItemAdmin(HttpsUrlFieldsMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         return _action_item_visible(super().get_queryset(request), request)
 
+    def has_change_permission(self, request, obj=None):
+        # Its owner may update an item (mark it done, say) without the group's change permission.
+        return super().has_change_permission(request, obj) or (obj is not None and obj.owner_id == request.user.pk)
+
     def get_readonly_fields(self, request, obj=None):
         # An item stays with the incident it was raised on.
         return (*self.readonly_fields, "incident") if obj is not None else self.readonly_fields

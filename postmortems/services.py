@@ -25,7 +25,7 @@ from incidents.models import (
     visible_incident_rows,
 )
 from incidents.selectors import incident_impact_text
-from incidents.services import IncidentError, InvalidTransition, timeline_event_record
+from incidents.services import IncidentError, InvalidTransition, incident_member_add, timeline_event_record
 
 from .models import (
     REVIEW_SECTIONS,
@@ -649,11 +649,29 @@ def _item_check(item):
         owner = item.owner
         if not owner.is_active:
             raise ActionItemError(f"{owner.get_username()} is not an active user.")
-        if not Incident.objects.visible_to(owner).filter(pk=item.incident_id).exists():
-            raise ActionItemError(
-                f"{owner.get_username()} may not see {item.incident.reference} (restricted): "
-                "add them to the incident first."
-            )
+
+
+def _owner_admit(item, actor):
+    """An owner who may not see the (restricted) incident becomes a member of it, on its timeline."""
+    if item.owner_id is not None and not Incident.objects.visible_to(item.owner).filter(pk=item.incident_id).exists():
+        incident_member_add(incident=item.incident, user=item.owner, actor=actor)
+
+
+def action_items_left_notice(incident, user):
+    """What a person taken off a restricted incident still owns there (incidents asks when removing a member)."""
+    titles = list(
+        ActionItem.objects.filter(incident=incident, owner=user, status__in=ActionItem.ACTIVE_STATUSES)
+        .order_by("id")
+        .values_list("title", flat=True)
+    )
+    if not titles:
+        return []
+    shown = ", ".join(f"“{title}”" for title in titles[:3]) + (f" and {len(titles) - 3} more" if len(titles) > 3 else "")
+    return [
+        f"{user.get_username()} still owns {len(titles)} open action item{'s' if len(titles) != 1 else ''} of "
+        f"{incident.reference} ({shown}) and can no longer see {'them' if len(titles) != 1 else 'it'}: reassign "
+        f"{'them' if len(titles) != 1 else 'it'}, or add them back."
+    ]
 
 
 def action_item_validate(item):
@@ -713,6 +731,7 @@ def action_item_create(
     )
     _item_check(item)
     item.save()
+    _owner_admit(item, actor)
     details = {name: _item_value(getattr(item, name)) for name in ("owner", "due_date", "priority", "kind", "review")}
     parts = [f"owner {details['owner']}" if details["owner"] else "no owner"]
     if item.due_date:
@@ -748,6 +767,8 @@ def action_item_update(*, item, actor, **fields):
     if not changes:
         return item
     item.save(update_fields=[*changes, "updated_at"])
+    if "owner" in changes:
+        _owner_admit(item, actor)
     summary = "; ".join(
         f"{name.replace('_', ' ')}: {before or '—'} → {after or '—'}"
         for name, (before, after) in changes.items()

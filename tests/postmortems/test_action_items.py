@@ -184,14 +184,13 @@ def test_bulk_status_reports_refusals_and_applies_the_rest(responder):
     assert set(ActionItem.objects.values_list("status", flat=True)) == {"done"}
 
 
-def test_owner_must_be_able_to_see_a_restricted_incident(responder):
+def test_owner_of_an_item_on_a_restricted_incident_becomes_a_member(responder):
+    # Issue 11: the owner must see the item, so assigning them adds them to the incident (on its timeline).
     outsider = UserFactory(username="otto", groups=["Responders"])
     incident = declare("Payroll leak", actor=responder, restricted=True)
     incident_services.role_assign(incident=incident, role="commander", user=responder, actor=responder)
-    with pytest.raises(services.ActionItemError, match="may not see"):
-        action_item(incident, owner=outsider)
-    incident_services.incident_member_add(incident=incident, user=outsider, actor=responder)
     assert action_item(incident, owner=outsider).owner == outsider
+    assert incident.members.filter(user=outsider).exists()
 
 
 def test_items_follow_their_incidents_visibility(responder):
