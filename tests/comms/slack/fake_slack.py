@@ -8,6 +8,7 @@ then a 500. Without one, a method answers `{"ok": true, …}` in its documented 
 import itertools
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
@@ -18,6 +19,7 @@ class Call:
     method: str
     args: dict
     headers: dict
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
