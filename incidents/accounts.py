@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
 
-from .models import Account, AccountContact, AccountTier, Service
+from .models import Account, AccountContact, AccountTier, CustomerReport, Service
 from .services import IncidentError
 
 CSV_COLUMNS = (
@@ -99,6 +99,8 @@ def account_upsert(*, data):
     account.currency = currency_clean(data.currency)
     account.save()
     account.services.set(data.services)
+    if created:  # reports that named this customer before the CRM sent the account now count for it
+        CustomerReport.objects.filter(customer_id=account.external_id, account__isnull=True).update(account=account)
     kept = {c["email"] for c in contacts}
     account.contacts.exclude(email__in=kept).delete()
     for contact in contacts:

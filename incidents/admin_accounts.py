@@ -41,15 +41,20 @@ class AffectedByIncidentFilter(admin.SimpleListFilter):
         return self.value() is not None
 
     def choices(self, changelist):
-        yield {"selected": True, "query_string": changelist.get_query_string(remove=[self.parameter_name]),
-               "display": f"Incident {self.value()} (clear)"}
+        yield {
+            "selected": True,
+            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+            "display": f"Incident {self.value()} (clear)",
+        }
 
     def queryset(self, request, queryset):
         if self.value() is None:
             return queryset
-        incident = Incident.objects.visible_to(request.user).filter(pk=self.value()).first() if (
-            self.value().isdigit() and len(self.value()) < 19
-        ) else None
+        incident = (
+            Incident.objects.visible_to(request.user).filter(pk=self.value()).first()
+            if (self.value().isdigit() and len(self.value()) < 19)
+            else None
+        )
         if incident is None:
             return queryset.none()  # unknown or not visible: tells nothing
         return queryset.filter(pk__in=incident_accounts_affected(incident).values("pk"))

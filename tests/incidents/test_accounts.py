@@ -178,6 +178,17 @@ def test_a_report_names_its_account_by_external_id_or_by_customer_id(crm, checko
     assert acme.customer_reports.count() == 2
 
 
+def test_reports_received_before_the_account_existed_count_for_it_once_it_is_synced(crm):
+    support = UserFactory(username="sally", groups=["Communications"])
+    incident = declare("Checkout errors", severity=SeverityFactory(level=2))
+    early = services.customer_report_create(actor=support, incident=incident, customer_id="acme-001")
+    assert early.account is None
+    acme = account("acme-001", "enterprise", "1000")
+    early.refresh_from_db()
+    assert early.account == acme
+    assert incident_accounts_impact(incident)["accounts"] == 1
+
+
 # ---- impact: accounts using an affected service plus accounts that reported ----------------------
 
 
@@ -228,8 +239,8 @@ def test_impact_endpoint_and_its_visibility(crm, checkout):
 CSV = (
     "external_id,name,tier,annual_contract_value,currency,services,contact_name,contact_email,contact_role,"
     "contact_incident_emails\n"
-    "acme,ACME Corp,enterprise,\"120,000\",USD,checkout;search,Wile,wile@acme.example.com,CTO,yes\n"
-    "acme,ACME Corp,enterprise,\"120,000\",USD,checkout,Road,rr@acme.example.com,,no\n"
+    'acme,ACME Corp,enterprise,"120,000",USD,checkout;search,Wile,wile@acme.example.com,CTO,yes\n'
+    'acme,ACME Corp,enterprise,"120,000",USD,checkout,Road,rr@acme.example.com,,no\n'
     "beta,Beta Ltd,business,2000,eur,,,,,\n"
 )
 

@@ -7,7 +7,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from comms.models import Update
-from incidents.models import Incident, RoleAssignment, Service, ServiceGroup, TimelineEvent
+from incidents.models import Account, CustomerReport, Incident, RoleAssignment, Service, ServiceGroup, TimelineEvent
 from postmortems.models import ActionItem
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +23,7 @@ def counts():
     User = get_user_model()
     return {
         model.__name__: model.objects.count()
-        for model in (User, Group, ServiceGroup, Service, Incident, RoleAssignment, TimelineEvent)
+        for model in (User, Group, ServiceGroup, Service, Incident, RoleAssignment, TimelineEvent, Account, CustomerReport)
     } | {"services_links": Incident.services.through.objects.count()}
 
 
@@ -65,6 +65,9 @@ def test_seed_demo_tells_a_complete_story():
         active = incident.role_assignments.get(role="commander", relieved_at=None)
         assert active.user_id == incident.commander_id
     assert TimelineEvent.objects.filter(kind="note").count() > 100
+    # Customer accounts in every tier, and reports from some of them on an open incident.
+    assert set(Account.objects.values_list("tier__slug", flat=True)) == {"enterprise", "business", "self-serve"}
+    assert CustomerReport.objects.filter(account__isnull=False, incident__status__in=Incident.OPEN_STATUSES).exists()
 
 
 def test_second_run_creates_nothing_new():

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from incidents import services as svc
 from incidents.demo import demo_steps_run
+from incidents.demo_accounts import demo_accounts
 from incidents.models import Incident, RoleAssignment, Service, ServiceGroup, Severity
 
 Status = Incident.Status
@@ -307,6 +308,7 @@ class Command(BaseCommand):
         for plan in sorted(plans, key=lambda p: p.detected_at):
             made[id(plan)] = incident = self._play(plan, made)
             plan.incident = incident
+        demo_accounts(services=self.services, people=self.people)
         demo_steps_run("after_incidents", people=self.people, services=self.services, now=self.now)
         return len(made)
 
