@@ -50,6 +50,7 @@ class Migration(migrations.Migration):
                 ("name", models.CharField(blank=True, max_length=200)),
                 ("fetched_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
+            options={"verbose_name": "Slack user"},
         ),
         migrations.CreateModel(
             name="SlackEvent",
@@ -83,6 +84,7 @@ class Migration(migrations.Migration):
                 ("processed_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
+                "verbose_name": "Slack event",
                 "ordering": ["-received_at", "-id"],
                 "indexes": [models.Index(fields=["state", "received_at"], name="slackevent_state_idx")],
             },
@@ -145,6 +147,7 @@ class Migration(migrations.Migration):
                 ),
             ],
             options={
+                "verbose_name": "Slack call",
                 "ordering": ["-created_at", "-id"],
                 "indexes": [models.Index(fields=["state", "next_attempt_at"], name="slackcall_due_idx")],
                 "constraints": [
@@ -189,6 +192,7 @@ class Migration(migrations.Migration):
                 ),
             ],
             options={
+                "verbose_name": "Slack channel",
                 "constraints": [
                     models.UniqueConstraint(
                         condition=models.Q(("channel_id", ""), _negated=True),
@@ -221,6 +225,7 @@ class Migration(migrations.Migration):
                 ),
             ],
             options={
+                "verbose_name": "Slack note",
                 "constraints": [
                     models.UniqueConstraint(fields=("channel_id", "message_ts"), name="slacknote_one_per_message")
                 ],

@@ -5,7 +5,7 @@ No permission group gets these models: superusers see them, or give the view per
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.utils.text import Truncator
+from django.utils.html import format_html
 
 from incidents.models import visible_incident_rows
 
@@ -34,16 +34,19 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(SlackCall)
 class SlackCallAdmin(ReadOnlyAdmin):
     change_list_template = "admin/comms/slackcall/change_list.html"
-    list_display = ("created_at", "kind", "incident", "state", "attempts", "next_attempt_at", "error")
+    # The errors are in the panel above the list (and on each call's page): the list stays narrow.
+    list_display = ("created_at", "kind", "reference", "state", "attempts", "next_attempt_at")
     list_filter = ("state", "kind")
     list_select_related = ("incident",)
     readonly_fields = [f.name for f in SlackCall._meta.fields]
     actions = ["send_again"]
     show_full_result_count = False
 
-    @admin.display(description="last error")
-    def error(self, call):
-        return Truncator(call.last_error).chars(120)
+    @admin.display(description="incident", ordering="incident__number")
+    def reference(self, call):
+        return (
+            format_html('<span style="white-space:nowrap">{}</span>', call.incident.reference) if call.incident else "—"
+        )
 
     def has_retry_permission(self, request):
         return request.user.has_perm("comms.change_slackcall")

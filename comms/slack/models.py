@@ -24,6 +24,7 @@ class SlackChannel(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = "Slack channel"
         constraints = [
             models.UniqueConstraint(fields=["channel_id"], condition=~Q(channel_id=""), name="slackchannel_unique_id")
         ]
@@ -39,6 +40,9 @@ class SlackUser(models.Model):
     email = models.EmailField(blank=True, db_index=True)
     name = models.CharField(max_length=200, blank=True)
     fetched_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "Slack user"
 
     def __str__(self):
         return f"{self.name or self.slack_id} <{self.email or '?'}>"
@@ -64,6 +68,7 @@ class SlackEvent(models.Model):
     processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "Slack event"
         ordering = ["-received_at", "-id"]
         indexes = [models.Index(fields=["state", "received_at"], name="slackevent_state_idx")]
 
@@ -83,6 +88,7 @@ class SlackNote(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = "Slack note"
         constraints = [models.UniqueConstraint(fields=["channel_id", "message_ts"], name="slacknote_one_per_message")]
 
     def __str__(self):
@@ -119,6 +125,7 @@ class SlackCall(models.Model):
     done_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "Slack call"
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["state", "next_attempt_at"], name="slackcall_due_idx")]
         constraints = [

@@ -1,0 +1,49 @@
+"""The admin page: whether Slack is connected (auth.test), calls waiting, the last errors, send again."""
+
+import pytest
+
+from comms.slack.models import SlackCall
+from tests.incidents.factories import declare
+
+pytestmark = pytest.mark.django_db
+
+URL = "/admin/comms/slackcall/"
+
+
+def test_connected_with_waiting_and_failed_calls_and_their_errors(
+    slack, admin_client, severities, django_capture_on_commit_callbacks
+):
+    severities[1].slack_channel = False
+    severities[1].save()
+    slack.script["chat.postMessage"] = [(200, {}, {"ok": False, "error": "channel_not_found"})]
+    with django_capture_on_commit_callbacks(execute=True):
+        incident = declare("Checkout errors", severity=severities[1], actor=None)
+    page = admin_client.get(URL).content.decode()
+    assert "Connected</strong> to Example as incidents" in page
+    assert "auth.test" in page and slack.methods().count("auth.test") == 1
+    assert "chat.postMessage: HTTP 200, channel_not_found. Not retried" in page
+    assert incident.reference in page
+
+    call = SlackCall.objects.get()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(URL, {"action": "send_again", "_selected_action": [call.pk]}, follow=True)
+    assert "1 call(s) will be sent again." in response.content.decode()
+    call.refresh_from_db()
+    assert call.state == "done"
+
+
+def test_slack_answering_badly_is_shown(slack, admin_client):
+    slack.script["auth.test"] = [(200, {}, {"ok": False, "error": "invalid_auth"})]
+    page = admin_client.get(URL).content.decode()
+    assert "Not working.</strong> Slack answered HTTP 200: invalid_auth." in page
+
+
+def test_off_when_not_configured(settings, admin_client):
+    settings.SLACK_BOT_TOKEN = settings.SLACK_SIGNING_SECRET = ""
+    page = admin_client.get(URL).content.decode()
+    assert "Off.</strong> Not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET." in page
+
+
+def test_people_without_the_permission_do_not_see_it(client, responder):
+    client.force_login(responder)
+    assert client.get(URL).status_code == 403
