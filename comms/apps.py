@@ -12,7 +12,6 @@ class CommsConfig(AppConfig):
         from . import admin_panels, admin_status, admin_webhooks, tasks, webhooks  # noqa: F401
         from .slack import admin as slack_admin, receivers as slack_receivers  # noqa: F401  the Slack app (issue 13)
         from .status import invalidation  # noqa: F401  the status page's cache follows public changes
-        from .slack import admin as slack_admin, receivers as slack_receivers  # noqa: F401  the Slack app (issue 13)
         from .demo import demo_comms
 
         demo_step_register("after_incidents", demo_comms)
