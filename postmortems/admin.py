@@ -171,7 +171,10 @@ class ReviewAdmin(admin.ModelAdmin):
     )
     list_select_related = ("incident", "incident__severity", "author")
     search_fields = (*REVIEW_SECTION_FIELDS, "incident__title", "incident__summary", "factors__description")
-    search_help_text = "Reference (INC-1042), or words from any section, the incident's title or a contributing factor."
+    search_help_text = (
+        "Reference (INC-1042), or words from any section, a contributing factor, or the incident's title, "
+        "summary or notes (every word must match; best matches first)."
+    )
     date_hierarchy = None
     autocomplete_fields = ("incident",)
     list_per_page = 50
@@ -186,10 +189,9 @@ class ReviewAdmin(admin.ModelAdmin):
         return _review_visible(super().get_queryset(request), request)
 
     def get_search_results(self, request, queryset, search_term):
-        match = INCIDENT_REFERENCE_RE.match(search_term.strip())
-        if match:
-            return queryset.filter(incident__number=int(match.group(1))), False
-        return super().get_search_results(request, queryset, search_term)
+        # The knowledge base search: full-text, ranked, over the incident's title, summary and notes, every
+        # section and factor (see postmortems.selectors.review_search); a reference finds its review.
+        return review_selectors.review_search(queryset, search_term), False
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "incident":

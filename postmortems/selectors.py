@@ -5,14 +5,14 @@ from dataclasses import dataclass, field
 from functools import reduce
 from operator import or_
 
-from django.db.models import Exists, OuterRef, Q
+from django.db import connection
+from django.db.models import Case, Exists, IntegerField, OuterRef, Q, Value, When
 
-from incidents.models import Alert, Incident, visible_incident_rows
+from incidents.models import Alert, Incident, TimelineEvent, visible_incident_rows
 
+from . import search_sql
 from .models import REVIEW_SECTIONS, ContributingFactor, Review
 
-# What a search looks through: every section, the incident's reference and title, the factors.
-REVIEW_SEARCH_FIELDS = (*(name for name, _label in REVIEW_SECTIONS), "incident__title", "incident__summary")
 REFERENCE = re.compile(r"(?:INC-?)?(\d{1,9})", re.IGNORECASE)
 # Words too common to say two incident titles are alike.
 STOP_WORDS = frozenset(
@@ -26,8 +26,76 @@ def review_list(user):
     return visible_incident_rows(Review.objects.all(), user, "incident")
 
 
+def _words(text, limit=10):
+    """Lower-case words of a search text (letters, digits, _ and -), at most `limit`."""
+    return re.findall(r"[a-z0-9][a-z0-9_-]*", text.lower())[:limit]
+
+
+def _tsquery(words, operator):
+    # Each word quoted as a lexeme source: only [a-z0-9_-] reach PostgreSQL's tsquery parser.
+    return f" {operator} ".join(f"'{word}'" for word in words)
+
+
+def incident_text_matches(text, *, any_word=False, published_only=True, with_review=False, limit=None):
+    """[(incident_id, rank)], best first: incidents whose title, summary, notes or review (published ones
+    unless published_only=False) match `text`, over the whole history.
+
+    Every word must match (any_word=True: at least one, ranked by how well). PostgreSQL full-text search
+    with English stemming, on the indexes of postmortems/migrations/0003_search.py; elsewhere (SQLite) a
+    simple fallback: case-insensitive containment, ranked by how many places and words match.
+    """
+    words = _words(text)
+    if not words:
+        return []
+    if connection.vendor == "postgresql":
+        sql = (
+            f"WITH query AS (SELECT to_tsquery('english', %s) AS q) "
+            f"SELECT incident_id, rank FROM ({search_sql.matches_sql(published_only=published_only, with_review=with_review)}) m "
+            f"ORDER BY rank DESC, incident_id DESC" + (" LIMIT %s" if limit else "")
+        )
+        params = [_tsquery(words, "|" if any_word else "&"), *([limit] if limit else [])]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return [(incident_id, float(rank)) for incident_id, rank in cursor.fetchall()]
+    return _fallback_matches(words, any_word=any_word, published_only=published_only, with_review=with_review)[:limit]
+
+
+def _fallback_matches(words, *, any_word, published_only, with_review):
+    """The SQLite fallback: per word, incidents containing it in a title, summary, note or review."""
+    reviews = Review.objects.filter(status=Review.Status.PUBLISHED) if published_only else Review.objects.all()
+    weights = {}
+    per_word = []
+    for word in words:
+        places = [
+            (Incident.objects.filter(title__icontains=word), "pk", 1.0),
+            (Incident.objects.filter(summary__icontains=word), "pk", 0.5),
+            (TimelineEvent.objects.filter(kind=TimelineEvent.Kind.NOTE, body__icontains=word), "incident_id", 0.3),
+            (
+                reviews.filter(reduce(or_, (Q(**{f"{name}__icontains": word}) for name, _label in REVIEW_SECTIONS))),
+                "incident_id",
+                0.6,
+            ),
+            (
+                ContributingFactor.objects.filter(review__in=reviews, description__icontains=word),
+                "review__incident_id",
+                0.4,
+            ),
+        ]
+        found = set()
+        for rows, column, weight in places:
+            for incident_id in rows.values_list(column, flat=True).distinct():
+                found.add(incident_id)
+                weights[incident_id] = weights.get(incident_id, 0) + weight
+        per_word.append(found)
+    matched = set.union(*per_word) if any_word else set.intersection(*per_word)
+    if with_review:
+        matched &= set(reviews.values_list("incident_id", flat=True))
+    return sorted(((i, weights[i]) for i in matched), key=lambda pair: (-pair[1], -pair[0]))
+
+
 def review_search(queryset, text):
-    """Reviews matching every word of `text` somewhere (any section, the incident, a contributing factor).
+    """Reviews whose incident matches every word of `text` (title, summary, notes, any section of the
+    review, a contributing factor), best match first; over every review, whatever its age.
 
     A reference (INC-1042, 1042) finds that incident's review.
     """
@@ -37,11 +105,12 @@ def review_search(queryset, text):
     match = REFERENCE.fullmatch(text)
     if match:
         return queryset.filter(incident__number=int(match[1]))
-    for word in text.split()[:10]:
-        in_fields = reduce(or_, (Q(**{f"{name}__icontains": word}) for name in REVIEW_SEARCH_FIELDS))
-        in_factors = Exists(ContributingFactor.objects.filter(review=OuterRef("pk"), description__icontains=word))
-        queryset = queryset.filter(in_fields | in_factors)
-    return queryset
+    ranked = incident_text_matches(text, published_only=False, with_review=True)
+    if not ranked:
+        return queryset.none()
+    ranks = dict(ranked)
+    order = Case(*(When(incident_id=i, then=Value(n)) for n, i in enumerate(ranks)), output_field=IntegerField())
+    return queryset.filter(incident_id__in=list(ranks)).annotate(search_position=order).order_by("search_position")
 
 
 def title_words(title):
@@ -53,39 +122,55 @@ class SimilarIncident:
     incident: Incident
     score: int = 0
     reasons: list = field(default_factory=list)
+    text_rank: float = 0.0
+
+
+SIMILAR_TEXT_CANDIDATES = 50
+SIMILAR_SERVICE_CANDIDATES = 20
 
 
 def similar_incidents(incident, user, limit=5):
-    """Earlier incidents like this one, most alike first: same services, same alert group, similar title.
-
-    Only incidents the user may see; [SimilarIncident(incident, score, reasons)]. A few indexed queries:
-    candidates that share a service or an alert group or a title word, then scored here.
+    """Earlier incidents like this one, most alike first: same alert group, similar text (the title's words
+    in their title, summary, notes or published review, by full-text rank over the whole history), same
+    services. Only incidents the user may see; [SimilarIncident(incident, score, reasons)].
     """
     visible = Incident.objects.visible_to(user).exclude(pk=incident.pk).exclude(status=Incident.Status.DISMISSED)
     service_ids = set(incident.services.values_list("pk", flat=True))
-    group_ids = set(
-        Alert.objects.filter(incident=incident).values_list("group_id", flat=True).distinct()
-    ) | set(incident.alert_groups.values_list("pk", flat=True))
-    words = title_words(incident.title)[:6]
+    group_ids = set(Alert.objects.filter(incident=incident).values_list("group_id", flat=True).distinct()) | set(
+        incident.alert_groups.values_list("pk", flat=True)
+    )
+    words = title_words(incident.title)[:8]
 
-    conditions = []
+    # Text first: every word, then any word if that finds too few (ranked by how many and how well).
+    ranks = {}
+    if words:
+        for any_word in (False, True):
+            for incident_id, rank in incident_text_matches(
+                " ".join(words), any_word=any_word, limit=SIMILAR_TEXT_CANDIDATES + 1
+            ):
+                ranks.setdefault(incident_id, rank + (0 if any_word else 1))
+            if len(ranks) > limit:
+                break
+    ranks.pop(incident.pk, None)
+    candidate_ids = set(ranks)
+    if group_ids:
+        candidate_ids |= set(
+            Alert.objects.filter(group_id__in=group_ids).exclude(incident=None).values_list("incident_id", flat=True)
+        )
     if service_ids:
         links = Incident.services.through.objects.filter(incident_id=OuterRef("pk"), service_id__in=service_ids)
-        conditions.append(Exists(links))
-    if group_ids:
-        conditions.append(Exists(Alert.objects.filter(incident_id=OuterRef("pk"), group_id__in=group_ids)))
-    conditions += [Q(title__icontains=word) for word in words]
-    if not conditions:
+        candidate_ids |= set(
+            visible.filter(Exists(links), detected_at__lte=incident.detected_at)
+            .order_by("-detected_at", "-id")
+            .values_list("pk", flat=True)[:SIMILAR_SERVICE_CANDIDATES]
+        )
+    if not candidate_ids:
         return []
     candidates = list(
-        visible.filter(reduce(or_, conditions))
-        .filter(detected_at__lte=incident.detected_at)
+        visible.filter(pk__in=candidate_ids, detected_at__lte=incident.detected_at)
         .select_related("severity")
         .prefetch_related("services")
-        .order_by("-detected_at", "-id")[:100]
     )
-    if not candidates:
-        return []
     same_group = set()
     if group_ids:
         same_group = set(
@@ -93,7 +178,7 @@ def similar_incidents(incident, user, limit=5):
         )
     results = []
     for candidate in candidates:
-        found = SimilarIncident(candidate)
+        found = SimilarIncident(candidate, text_rank=ranks.get(candidate.pk, 0.0))
         shared = [s.name for s in candidate.services.all() if s.pk in service_ids]
         if shared:
             found.score += 2 * len(shared)
@@ -105,9 +190,12 @@ def similar_incidents(incident, user, limit=5):
         if common:
             found.score += 2 * len(common)
             found.reasons.append("similar title: " + ", ".join(common))
+        elif candidate.pk in ranks:
+            found.score += 1
+            found.reasons.append("similar words in its summary, notes or review")
         if found.score:
             results.append(found)
-    results.sort(key=lambda f: (-f.score, -f.incident.detected_at.timestamp()))
+    results.sort(key=lambda f: (-f.score, -f.text_rank, -f.incident.detected_at.timestamp()))
     return results[:limit]
 
 
