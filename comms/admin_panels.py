@@ -1,9 +1,12 @@
-"""The incident page's updates row (registered with incidents.admin.incident_panel_register)."""
+"""The incident page's updates row (registered with incidents.admin.incident_panel_register), and when
+each incident last had a published update, for the open-incidents list's "update overdue" flag."""
 
+from django.db.models import OuterRef, Subquery
 from django.urls import reverse
 from django.utils.html import format_html
 
 from incidents.admin import incident_panel_register
+from incidents.admin_lists import last_update_source_register
 
 from .admin import next_update_text
 from .models import Update
@@ -23,3 +26,12 @@ def incident_updates(request, incident):
 
 
 incident_panel_register(incident_updates)
+
+
+def last_published_update():
+    """Per incident row: when its latest update (internal or external) was published (None without one)."""
+    published = Update.objects.filter(incident=OuterRef("pk"), status=Update.Status.PUBLISHED)
+    return Subquery(published.order_by("-published_at").values("published_at")[:1])
+
+
+last_update_source_register(last_published_update)

@@ -1235,11 +1235,17 @@ def _apply_locked(integration, post, payload, key_hash, now):
 
 
 def _incident_locked(group):
+    """The group's incident, locked; for a duplicate, the incident it was merged into (the group follows it)."""
     if group.incident_id is None:
         return None
     # of=("self",): locking the joined severity row too would serialize (and deadlock) every
     # transaction that declares or changes an incident of that severity.
-    return Incident.objects.select_for_update(of=("self",)).select_related("severity").get(pk=group.incident_id)
+    locked = Incident.objects.select_for_update(of=("self",)).select_related("severity")
+    incident, seen = locked.get(pk=group.incident_id), set()
+    while incident.duplicate_of_id is not None and incident.pk not in seen:
+        seen.add(incident.pk)  # dismissed as a duplicate before its group was moved: feed the original
+        incident = locked.get(pk=incident.duplicate_of_id)
+    return incident
 
 
 def _incident_open(integration, group, post, payload, firing, previous, now):

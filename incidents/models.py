@@ -474,6 +474,7 @@ class TimelineEvent(models.Model):
         ACTION_ITEM = "action_item", "Action item"
         UPDATE_PUBLISHED = "update_published", "Update published"
         CUSTOMER_REPORT = "customer_report", "Customer report"
+        MERGED = "merged", "Duplicate merged"  # incident_merge, on the duplicate's and the original's timelines
 
     incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="timeline")
     kind = models.CharField(max_length=30, choices=Kind.choices)

@@ -161,6 +161,11 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
+# --- Incident lists in the admin ---
+# A list action (acknowledge, a status step, a severity, dismiss as duplicate…) over more incidents than
+# this is refused with a message instead of running one service call per row of a 200,000-row table.
+INCIDENT_LIST_ACTION_MAX = env.int("INCIDENT_LIST_ACTION_MAX", default=500)
+
 # --- Post-incident reviews and action items (postmortems) ---
 # Action-item reminders (postmortems.tasks, hourly by default: the schedule is in the admin under
 # Periodic tasks). Owners hear of items due within this many days and of overdue items; items

@@ -1,0 +1,303 @@
+"""The incident lists of the admin: paging big tables, bounded list actions, the open-incidents view's
+"needs someone" flags and filters, and the merge ("dismiss as duplicate") list action.
+
+Imported by incidents.admin (never the other way round), so the list parts live apart from the
+incident page.
+"""
+
+import functools
+import re
+from datetime import timedelta
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models import DateTimeField, Q, Value
+from django.db.models.functions import Coalesce
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html_join
+from django.utils.timesince import timesince
+
+from . import services
+from .models import Incident, Severity
+
+Status = Incident.Status
+REFERENCE_RE = re.compile(r"^(?:INC-?)?(\d+)$", re.IGNORECASE)
+
+
+# ---- paging -------------------------------------------------------------------------------------
+
+
+class LargeTablePaginator(Paginator):
+    """Never counts a whole big table, and still pages to the end of a filtered one.
+
+    Unfiltered by the person: PostgreSQL's estimate of the table ("about 200,000"). Filtered: a true
+    count of up to COUNT_CAP rows beyond the start of the page asked for; when there are more, the
+    count is a lower bound ("more than 10,050") that moves along as the person pages on, so every
+    page stays reachable however long the list.
+    """
+
+    COUNT_CAP = 10_000
+
+    def __init__(self, *args, unfiltered=False, page_number=1, **kwargs):
+        # Unfiltered by the person (the visibility rule may still apply): the table's size will do.
+        self.unfiltered = unfiltered
+        self.page_number = max(page_number, 1)
+        self.estimated = self.lower_bound = False
+        super().__init__(*args, **kwargs)
+
+    @cached_property
+    def count(self):
+        query = self.object_list.query
+        if connection.vendor == "postgresql" and (self.unfiltered or not query.where):
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [query.model._meta.db_table]
+                )
+                row = cursor.fetchone()
+            if row and row[0] > self.COUNT_CAP:
+                self.estimated = True
+                return row[0]
+        offset = (self.page_number - 1) * self.per_page
+        counted = self.object_list.order_by()[offset : offset + self.COUNT_CAP + 1].count()
+        if counted > self.COUNT_CAP:
+            self.lower_bound = True
+        elif counted == 0 and offset:
+            # Past the end: count from the start so the admin can say the page does not exist.
+            return self.object_list.order_by()[: self.COUNT_CAP + 1].count()
+        return offset + counted
+
+    @property
+    def count_label(self):
+        """The count as people should read it: "4,146", "about 200,000" or "more than 10,050"."""
+        if self.estimated:
+            return f"about {self.count:,}"
+        if self.lower_bound:
+            return f"more than {self.count - 1:,}"
+        return f"{self.count:,}"
+
+
+def page_number(request):
+    try:
+        return int(request.GET.get("p", 1))
+    except ValueError:
+        return 1
+
+
+# ---- list actions -------------------------------------------------------------------------------
+
+
+def apply_to_each(modeladmin, request, queryset, change):
+    """Run one service call per selected incident; report what changed and why the rest did not."""
+    done, rejected = [], []
+    for incident in queryset:
+        try:
+            change(incident)
+            done.append(incident.reference)
+        except services.IncidentError as exc:
+            rejected.append((incident.reference, str(exc)))
+    if done:
+        modeladmin.message_user(request, f"Updated {len(done)}: {', '.join(done)}.", messages.SUCCESS)
+    for reference, reason in rejected:
+        modeladmin.message_user(request, f"{reference} not changed: {reason}", messages.WARNING)
+
+
+def _bounded(action):
+    """The action, refusing to run over more incidents than INCIDENT_LIST_ACTION_MAX (one LIMITed count)."""
+
+    @functools.wraps(action)
+    def bounded(modeladmin, request, queryset):
+        limit = settings.INCIDENT_LIST_ACTION_MAX
+        if queryset.order_by()[: limit + 1].count() > limit:
+            modeladmin.message_user(
+                request,
+                f"Nothing was changed: this action applies to at most {limit:,} incidents at once, and more "
+                "are selected. Narrow the list with filters or a search, or select fewer rows.",
+                messages.ERROR,
+            )
+            return None
+        return action(modeladmin, request, queryset)
+
+    return bounded
+
+
+def bounded_actions(actions):
+    """ModelAdmin.get_actions() output with every action bounded."""
+    return {name: (_bounded(func), name, description) for name, (func, name, description) in actions.items()}
+
+
+class MergeForm(forms.Form):
+    original = forms.CharField(label="Duplicate of", help_text="Reference of the original incident, e.g. INC-1042.")
+    note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
+
+    def __init__(self, *args, user, **kwargs):
+        self.user = user
+        super().__init__(*args, **kwargs)
+
+    def clean_original(self):
+        match = REFERENCE_RE.match(self.cleaned_data["original"].strip())
+        # Only incidents this person may see: a restricted one is "no incident", as everywhere else.
+        visible = Incident.objects.visible_to(self.user)
+        original = visible.filter(number=int(match.group(1))).first() if match else None
+        if original is None:
+            raise ValidationError("No incident has this reference.")
+        return original
+
+
+@admin.action(description="Dismiss as duplicate of… (selected incidents)", permissions=["change"])
+def dismiss_as_duplicate(modeladmin, request, queryset):
+    """Asks for the original, then merges each selected incident into it (incident_merge)."""
+    form = MergeForm(request.POST if "apply" in request.POST else None, user=request.user)
+    if form.is_valid():
+        original, note = form.cleaned_data["original"], form.cleaned_data["note"]
+        apply_to_each(
+            modeladmin,
+            request,
+            queryset.exclude(pk=original.pk),
+            lambda incident: services.incident_merge(
+                duplicate=incident, original=original, actor=request.user, note=note
+            ),
+        )
+        return None
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": "Dismiss as duplicates",
+        "opts": modeladmin.opts,
+        "form": form,
+        "incidents": queryset[:100],
+        "selected_count": queryset.count(),
+        "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+        "select_across": request.POST.get("select_across", "0"),
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "action": "dismiss_as_duplicate",
+    }
+    return TemplateResponse(request, "admin/incidents/incident/merge_selected.html", context)
+
+
+# ---- the open-incidents view ------------------------------------------------------------------
+
+# Another app (comms) says when each incident last had a published update, as an expression on
+# incidents, without incidents importing it: last_update_source_register(lambda: Subquery(...)).
+_last_update_sources = []
+
+
+def last_update_source_register(source):
+    if source not in _last_update_sources:
+        _last_update_sources.append(source)
+
+
+def with_update_due_from(queryset):
+    """Annotate `update_due_from`: the last published update's time, or the detection time without one."""
+    last = _last_update_sources[0]() if _last_update_sources else Value(None, output_field=DateTimeField())
+    return queryset.annotate(update_due_from=Coalesce(last, "detected_at"))
+
+
+def _per_severity(now, minutes_field, condition):
+    """OR over the severities (a handful of rows) of condition(severity, cutoff): portable date arithmetic."""
+    q = Q(pk__in=[])
+    for severity in Severity.objects.all():
+        q |= Q(severity=severity) & condition(now - timedelta(minutes=getattr(severity, minutes_field)))
+    return q
+
+
+def unacknowledged_late(now):
+    return _per_severity(
+        now, "ack_target_minutes", lambda cutoff: Q(acknowledged_at__isnull=True, detected_at__lt=cutoff)
+    )
+
+
+def update_overdue(now):
+    if not _last_update_sources:
+        return Q(pk__in=[])
+    return _per_severity(now, "update_interval_minutes", lambda cutoff: Q(update_due_from__lt=cutoff))
+
+
+def needs(incident, now=None):
+    """Why an open incident needs someone: [(kind, text)], worst first (empty when all is well)."""
+    now = now or timezone.now()
+    severity, flags = incident.severity, []
+    if incident.acknowledged_at is None:
+        waiting = now - incident.detected_at
+        if waiting > timedelta(minutes=severity.ack_target_minutes):
+            flags.append(
+                (
+                    "unacknowledged",
+                    f"unacknowledged {timesince(incident.detected_at, now)} (target {severity.ack_target_minutes} min)",
+                )
+            )
+    due_from = getattr(incident, "update_due_from", None)
+    if _last_update_sources and due_from is not None:
+        due = due_from + timedelta(minutes=severity.update_interval_minutes)
+        if due < now:
+            flags.append(("update", f"update overdue by {timesince(due, now)}"))
+    if incident.commander_id is None:
+        flags.append(("commander", "no commander"))
+    return flags
+
+
+def needs_badges(incident):
+    flags = needs(incident)
+    if not flags:
+        return "—"
+    return format_html_join(" ", '<span class="needs needs-{}">{}</span>', flags)
+
+
+class OpenStatusFilter(admin.SimpleListFilter):
+    """Status, offering only the open ones."""
+
+    title = "status"
+    parameter_name = "status__exact"
+
+    def lookups(self, request, model_admin):
+        return [(s, Status(s).label) for s in Incident.OPEN_STATUSES]
+
+    def queryset(self, request, queryset):
+        if self.value() in Incident.OPEN_STATUSES:
+            return queryset.filter(status=self.value())
+        return queryset
+
+
+class NeedsFilter(admin.SimpleListFilter):
+    title = "needs someone"
+    parameter_name = "needs"
+
+    def lookups(self, request, model_admin):
+        choices = [("any", "Anything below"), ("unacknowledged", "Unacknowledged past target")]
+        if _last_update_sources:
+            choices.append(("update", "Update overdue"))
+        return [*choices, ("commander", "No commander"), ("none", "Nothing (in hand)")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        conditions = {
+            "unacknowledged": unacknowledged_late(now),
+            "update": update_overdue(now),
+            "commander": Q(commander__isnull=True),
+        }
+        if self.value() in conditions:
+            return queryset.filter(conditions[self.value()])
+        any_flag = conditions["unacknowledged"] | conditions["update"] | conditions["commander"]
+        if self.value() == "any":
+            return queryset.filter(any_flag)
+        if self.value() == "none":
+            return queryset.exclude(any_flag)
+        return queryset
+
+
+class AcknowledgedFilter(admin.SimpleListFilter):
+    title = "acknowledged"
+    parameter_name = "acknowledged"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Acknowledged"), ("no", "Not yet")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(acknowledged_at__isnull=self.value() == "no")
+        return queryset

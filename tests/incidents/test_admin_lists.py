@@ -1,0 +1,252 @@
+"""The admin's incident lists (issue 15, "Lists"): the open-incidents view, counts and paging on large
+tables, bounded list actions, and query counts that do not grow with the rows shown."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.admin import helpers
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from incidents import services
+from incidents.admin import IncidentAdmin, OpenIncidentAdmin
+from incidents.admin_lists import LargeTablePaginator
+from incidents.models import Incident
+from tests.incidents.factories import ServiceFactory, SeverityFactory, UserFactory, declare
+
+pytestmark = pytest.mark.django_db
+
+S = Incident.Status
+LIST_URL = reverse("admin:incidents_incident_changelist")
+OPEN_URL = reverse("admin:incidents_openincident_changelist")
+
+
+def ago(minutes):
+    return timezone.now() - timedelta(minutes=minutes)
+
+
+def rows(response):
+    return [incident.reference for incident in response.context["cl"].result_list]
+
+
+def messages_of(response):
+    return [str(m) for m in response.wsgi_request._messages]
+
+
+# ---- the open-incidents view -------------------------------------------------------------------
+
+
+def test_open_list_counts_open_incidents_not_the_table(admin_client, admin_user, monkeypatch):
+    for n in range(6):
+        services.incident_transition(incident=declare(f"Old {n}"), to=S.RESOLVED, actor=admin_user)
+    open_ones = [declare(f"Open {n}") for n in range(3)]
+    # A small cap stands in for 200,000 rows: the open list must still count its own rows exactly.
+    monkeypatch.setattr(LargeTablePaginator, "COUNT_CAP", 4)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE incidents_incident")
+    response = admin_client.get(OPEN_URL)
+    assert response.context["cl"].result_count == 3
+    assert sorted(rows(response)) == sorted(i.reference for i in open_ones)
+    assert "3 open incidents" in response.content.decode()
+
+
+@pytest.mark.postgres
+def test_unfiltered_incident_list_says_about_when_it_uses_the_estimate(admin_client, monkeypatch):
+    for n in range(6):
+        declare(f"Incident {n}")
+    monkeypatch.setattr(LargeTablePaginator, "COUNT_CAP", 4)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE incidents_incident")
+    page = admin_client.get(LIST_URL).content.decode()
+    assert "about 6 incidents" in page
+
+
+def test_open_list_flags_rows_that_need_someone(admin_client, admin_user):
+    sev1 = SeverityFactory(level=1, ack_target_minutes=5, update_interval_minutes=30)
+    late = declare("Nobody looked", severity=sev1, detected_at=ago(12))
+    fresh = declare("Just came in", severity=sev1, detected_at=ago(1))
+    handled = declare("In hand", severity=sev1, detected_at=ago(2))
+    services.role_assign(incident=handled, role="commander", user=admin_user, actor=admin_user)
+    services.incident_acknowledge(incident=handled, actor=admin_user)
+    quiet = declare("Quiet for long", severity=sev1, detected_at=ago(45))
+    services.incident_acknowledge(incident=quiet, actor=admin_user, at=ago(44))
+    services.role_assign(incident=quiet, role="commander", user=admin_user, actor=admin_user)
+
+    page = admin_client.get(OPEN_URL).content.decode()
+    assert "unacknowledged 12" in page and "(target 5 min)" in page
+    assert "update overdue by 15" in page
+    assert page.count('class="needs needs-commander"') == 2  # the late and the fresh one
+
+    def refs(needs):
+        return set(rows(admin_client.get(OPEN_URL, {"needs": needs})))
+
+    assert refs("unacknowledged") == {late.reference}
+    assert refs("update") == {quiet.reference}
+    assert refs("commander") == {late.reference, fresh.reference}
+    assert refs("any") == {late.reference, fresh.reference, quiet.reference}
+    assert refs("none") == {handled.reference}
+
+
+def test_a_published_update_clears_the_update_overdue_flag(admin_client, admin_user):
+    from comms.models import Update
+
+    sev1 = SeverityFactory(level=1, ack_target_minutes=5, update_interval_minutes=30)
+    quiet = declare("Quiet for long", severity=sev1, detected_at=ago(45))
+    assert quiet.reference in rows(admin_client.get(OPEN_URL, {"needs": "update"}))
+    Update.objects.create(
+        incident=quiet, audience="internal", body="Still on it", status="published", published_at=ago(10)
+    )
+    assert quiet.reference not in rows(admin_client.get(OPEN_URL, {"needs": "update"}))
+
+
+def test_open_list_offers_only_filters_that_make_sense_for_open_incidents(admin_client):
+    declare("Open", services=[ServiceFactory()])
+    response = admin_client.get(OPEN_URL)
+    titles = [spec.title for spec in response.context["cl"].filter_specs]
+    assert titles == ["status", "severity", "needs someone", "acknowledged", "service", "commander"]
+    statuses = [choice["display"] for choice in response.context["cl"].filter_specs[0].choices(response.context["cl"])]
+    assert statuses == ["All", "Detected", "Triaging", "Responding", "Mitigated"]
+
+
+def test_open_list_has_a_declare_button_for_those_who_may_declare(client, responder, viewer):
+    declare("Open")
+    client.force_login(responder)
+    assert reverse("admin:incidents_incident_add") in client.get(OPEN_URL).content.decode()
+    client.force_login(viewer)
+    page = client.get(OPEN_URL)
+    assert page.status_code == 200 and reverse("admin:incidents_incident_add") not in page.content.decode()
+
+
+def test_show_counts_is_off(admin_client):
+    declare("Open")
+    for url in (LIST_URL, OPEN_URL):
+        cl = admin_client.get(url, {"_facets": "True"}).context["cl"]
+        assert not cl.add_facets and not cl.is_facets_optional
+
+
+# ---- counts and paging on large tables ----------------------------------------------------------
+
+
+@pytest.fixture
+def twenty_two(db, monkeypatch):
+    """22 detected incidents, a count cap of 5 and pages of 2: the list is "large"."""
+    incidents = [declare(f"Incident {n}", detected_at=ago(100 - n)) for n in range(22)]
+    monkeypatch.setattr(LargeTablePaginator, "COUNT_CAP", 5)
+    monkeypatch.setattr(IncidentAdmin, "list_per_page", 2)
+    return incidents
+
+
+def test_a_filtered_list_beyond_the_cap_says_more_than_and_pages_to_the_end(admin_client, twenty_two):
+    first = admin_client.get(LIST_URL, {"status__exact": "detected"})
+    assert "more than 5 incidents" in first.content.decode()
+    # Page 11 is rows 21-22, far beyond what the first count saw: reachable, and the count is exact there.
+    last = admin_client.get(LIST_URL, {"status__exact": "detected", "p": "11"})
+    assert last.status_code == 200
+    assert rows(last) == [twenty_two[1].reference, twenty_two[0].reference]
+    assert "22 incidents" in last.content.decode()
+    # Every page in between links on to the next one.
+    middle = admin_client.get(LIST_URL, {"status__exact": "detected", "p": "6"})
+    assert middle.context["cl"].paginator.num_pages > 6 and "more than" in middle.content.decode()
+
+
+def test_a_page_past_the_end_is_the_admins_error_not_a_500(admin_client, twenty_two):
+    response = admin_client.get(LIST_URL, {"status__exact": "detected", "p": "40"})
+    assert response.status_code == 302 and "e=1" in response["Location"]
+
+
+def test_a_filtered_count_is_true_below_the_cap(admin_client, admin_user):
+    declare("A")
+    services.incident_transition(incident=declare("B"), to=S.RESOLVED, actor=admin_user)
+    page = admin_client.get(LIST_URL, {"status__exact": "detected"}).content.decode()
+    assert "1 incident" in page and "more than" not in page
+
+
+def test_filtered_lists_count_with_a_limit(admin_client):
+    declare("One")
+    with CaptureQueriesContext(connection) as ctx:
+        admin_client.get(LIST_URL, {"status__exact": "detected"})
+        admin_client.get(OPEN_URL)
+    counts = [q["sql"] for q in ctx.captured_queries if "COUNT(" in q["sql"].upper()]
+    assert counts and all("LIMIT" in sql.upper() for sql in counts), counts
+
+
+# ---- bounded list actions ----------------------------------------------------------------------
+
+
+def test_an_action_over_more_incidents_than_the_limit_is_refused(admin_client, settings):
+    settings.INCIDENT_LIST_ACTION_MAX = 2
+    incidents = [declare(f"Incident {n}") for n in range(3)]
+    response = admin_client.post(
+        LIST_URL,
+        {"action": "acknowledge", helpers.ACTION_CHECKBOX_NAME: [i.pk for i in incidents]},
+        follow=True,
+    )
+    assert any("at most 2 incidents" in m for m in messages_of(response))
+    assert not Incident.objects.filter(acknowledged_at__isnull=False).exists()
+
+
+def test_select_all_across_a_big_filtered_list_is_refused_too(admin_client, settings):
+    settings.INCIDENT_LIST_ACTION_MAX = 2
+    incidents = [declare(f"Incident {n}") for n in range(3)]
+    response = admin_client.post(
+        f"{LIST_URL}?status__exact=detected",
+        {"action": "transition_to_dismissed", "select_across": "1", helpers.ACTION_CHECKBOX_NAME: [incidents[0].pk]},
+        follow=True,
+    )
+    assert any("Nothing was changed" in m for m in messages_of(response))
+    assert not Incident.objects.filter(status=S.DISMISSED).exists()
+
+
+def test_an_action_within_the_limit_runs(admin_client, settings):
+    settings.INCIDENT_LIST_ACTION_MAX = 2
+    incidents = [declare(f"Incident {n}") for n in range(2)]
+    admin_client.post(LIST_URL, {"action": "acknowledge", helpers.ACTION_CHECKBOX_NAME: [i.pk for i in incidents]})
+    assert Incident.objects.filter(acknowledged_at__isnull=False).count() == 2
+
+
+# ---- query counts: 1 row and 100 rows ----------------------------------------------------------
+
+
+def _crowd(n, admin_user):
+    sev1 = SeverityFactory(level=1)
+    svc_a, svc_b = ServiceFactory(), ServiceFactory()
+    for i in range(n):
+        incident = declare(f"Incident {i}", severity=sev1, services=[svc_a, svc_b], detected_at=ago(90))
+        if i % 2:
+            services.role_assign(incident=incident, role="commander", user=admin_user, actor=admin_user)
+
+
+def _queries(client, url):
+    client.get(url)  # warm caches (content types, session)
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(url)
+    assert response.status_code == 200
+    return len(ctx.captured_queries), len(response.context["cl"].result_list)
+
+
+@pytest.mark.parametrize("url", [LIST_URL, OPEN_URL], ids=["incident list", "open incidents"])
+def test_each_list_runs_the_same_queries_at_1_and_100_rows(client, url, monkeypatch):
+    admin_user = UserFactory(username="root", is_superuser=True)
+    client.force_login(admin_user)
+    for admin_class in (IncidentAdmin, OpenIncidentAdmin):
+        monkeypatch.setattr(admin_class, "list_per_page", 100)
+    _crowd(1, admin_user)
+    at_one = _queries(client, url)
+    _crowd(99, admin_user)
+    at_hundred = _queries(client, url)
+    assert (at_one[1], at_hundred[1]) == (1, 100)
+    assert at_one[0] == at_hundred[0], (at_one, at_hundred)
+
+
+def test_a_responder_sees_the_same_query_count_at_1_and_100_rows(client, responder, monkeypatch):
+    """The visibility rule (EXISTS per row) must not add queries per row either."""
+    monkeypatch.setattr(OpenIncidentAdmin, "list_per_page", 100)
+    client.force_login(responder)
+    admin_user = UserFactory(username="root", is_superuser=True)
+    _crowd(1, admin_user)
+    at_one = _queries(client, OPEN_URL)
+    _crowd(99, admin_user)
+    assert _queries(client, OPEN_URL)[0] == at_one[0]
