@@ -1,50 +1,63 @@
+import re
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Q
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 from . import services
-from .admin_lists import (
-    REFERENCE_RE,
-    AcknowledgedFilter,
-    LargeTablePaginator,
-    NeedsFilter,
-    OpenStatusFilter,
-    apply_to_each,
-    bounded_actions,
-    dismiss_as_duplicate,
-    needs_badges,
-    page_number,
-    with_update_due_from,
-)
+from .admin_incident_page import IncidentPageMixin, _not_in_future
+from .admin_incident_page import incident_panel_register as incident_panel_register  # comms, postmortems use it
 from .models import (
     Incident,
     IncidentMember,
     OpenIncident,
-    RoleAssignment,
     Service,
     ServiceGroup,
     Severity,
-    TimelineEvent,
     links_hidden_from,
-    references_hidden_from,
-    references_redacted,
     visible_incident_rows,
 )
 
 Status = Incident.Status
 # Paging, sorting and popup parameters of the admin list; any other parameter filters it.
 LIST_PARAMS_THAT_DO_NOT_FILTER = {"p", "o", "e", "all", "_popup", "_to_field", "_facets", "_changelist_filters"}
+REFERENCE_RE = re.compile(r"^(?:INC-?)?(\d+)$", re.IGNORECASE)
+
+
+class LargeTablePaginator(Paginator):
+    """Never counts a whole big table: PostgreSQL's estimate when unfiltered, a capped count otherwise."""
+
+    COUNT_CAP = 10_000
+
+    def __init__(self, *args, unfiltered=False, **kwargs):
+        # Unfiltered by the person (the visibility rule may still apply): the table's size will do.
+        self.unfiltered = unfiltered
+        super().__init__(*args, **kwargs)
+
+    @cached_property
+    def count(self):
+        query = self.object_list.query
+        if connection.vendor == "postgresql" and (self.unfiltered or not query.where):
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [query.model._meta.db_table]
+                )
+                row = cursor.fetchone()
+            if row and row[0] > self.COUNT_CAP:
+                return row[0]
+        return self.object_list.order_by()[: self.COUNT_CAP + 1].count()
 
 
 # ---- list filters -------------------------------------------------------------------------------
@@ -119,162 +132,7 @@ def _link_filters_guarded(queryset, request):
     return queryset
 
 
-def _not_in_future(value):
-    if value is not None and value > timezone.now() + services.CLOCK_SKEW:
-        raise ValidationError("This time is in the future.")
-    return value
-
-
 # ---- inlines ------------------------------------------------------------------------------------
-
-
-def describe_event(event, hidden_references=()):
-    """One readable line for a timeline row, leaving out references to incidents the reader may not see."""
-    data = references_redacted(event.data or {}, hidden_references)
-    if event.kind == TimelineEvent.Kind.STATUS_CHANGED:
-        text = f"{data.get('from')} → {data.get('to')}"
-        if data.get("reopened"):
-            text += " (reopened)"
-        if data.get("duplicate_of"):
-            text += f", duplicate of {data['duplicate_of']}"
-    elif event.kind == TimelineEvent.Kind.SEVERITY_CHANGED:
-        text = f"SEV{data.get('from')} → SEV{data.get('to')}"
-    elif event.kind in (TimelineEvent.Kind.ROLE_ASSIGNED, TimelineEvent.Kind.ROLE_RELIEVED):
-        role = (
-            RoleAssignment.Role(data["role"]).label
-            if data.get("role") in RoleAssignment.Role.values
-            else data.get("role")
-        )
-        text = f"{role}: {data.get('from') or '—'} → {data.get('to') or '—'}"
-    elif event.kind == TimelineEvent.Kind.RESTRICTION_CHANGED:
-        text = "restricted to its participants" if data.get("to") else "restriction lifted"
-    elif event.kind in (TimelineEvent.Kind.MEMBER_ADDED, TimelineEvent.Kind.MEMBER_REMOVED):
-        text = data.get("user") or ""
-    elif event.kind == TimelineEvent.Kind.FIELDS_CHANGED:
-        text = "; ".join(f"{name}: {before!r} → {after!r}" for name, (before, after) in data.items())
-    else:
-        text = ""
-    return " — ".join(part for part in (text, event.body) if part)
-
-
-class TimelineInline(admin.TabularInline):
-    """The history, read-only for everyone: system events and notes alike are never edited."""
-
-    model = TimelineEvent
-    verbose_name_plural = "timeline"
-    fields = ("occurred_at", "kind", "actor", "details")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = False
-
-    hidden_references = frozenset()
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("actor")
-
-    def get_formset(self, request, obj=None, **kwargs):
-        # Inline instances are made per request: remember which linked incidents this reader may not see.
-        if obj is not None:
-            self.hidden_references = references_hidden_from(request.user, obj.timeline.only("data"))
-        return super().get_formset(request, obj, **kwargs)
-
-    @admin.display(description="what happened")
-    def details(self, event):
-        return describe_event(event, self.hidden_references)
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
-class NoteForm(forms.ModelForm):
-    occurred_at = forms.SplitDateTimeField(
-        required=False,
-        widget=admin.widgets.AdminSplitDateTime,
-        help_text="Leave empty for now; set it to write up something that happened earlier.",
-    )
-
-    class Meta:
-        model = TimelineEvent
-        fields = ("body", "occurred_at")
-        widgets = {"body": forms.Textarea(attrs={"rows": 2, "cols": 80})}
-
-    def clean_occurred_at(self):
-        return _not_in_future(self.cleaned_data["occurred_at"])
-
-
-class AddNoteInline(admin.TabularInline):
-    """An empty row for a new note; saved through the timeline service."""
-
-    model = TimelineEvent
-    form = NoteForm
-    verbose_name = "note"
-    verbose_name_plural = "add a note to the timeline"
-    extra = 1
-    max_num = 1
-    can_delete = False
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).none()
-
-
-class RoleHistoryForm(forms.ModelForm):
-    relieve = forms.BooleanField(required=False, help_text="End this role now.")
-
-    class Meta:
-        model = RoleAssignment
-        fields = ("relieve",)
-
-
-class RoleHistoryInline(admin.TabularInline):
-    """Who held which role and when; a handover keeps the earlier holder's row."""
-
-    model = RoleAssignment
-    form = RoleHistoryForm
-    fk_name = "incident"
-    verbose_name_plural = "roles (current and past)"
-    fields = ("role", "user", "assigned_at", "relieved_at", "assigned_by", "relieve")
-    readonly_fields = ("role", "user", "assigned_at", "relieved_at", "assigned_by")
-    extra = 0
-    can_delete = False
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("user", "assigned_by")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-
-class AssignRoleForm(forms.ModelForm):
-    class Meta:
-        model = RoleAssignment
-        fields = ("role", "user")
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["user"].queryset = self.fields["user"].queryset.filter(is_active=True, is_staff=True)
-
-    def _post_clean(self):
-        # No model validation here: a second commander is a handover, which the role service performs.
-        pass
-
-
-class AssignRoleInline(admin.TabularInline):
-    """A row to give someone a role; for single-holder roles the current holder hands over."""
-
-    model = RoleAssignment
-    form = AssignRoleForm
-    fk_name = "incident"
-    verbose_name = "role"
-    verbose_name_plural = "assign a role"
-    extra = 1
-    can_delete = False
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).none()
 
 
 class MemberListForm(forms.ModelForm):
@@ -321,6 +179,7 @@ class AddMemberInline(admin.TabularInline):
     form = AddMemberForm
     verbose_name = "member"
     verbose_name_plural = "add a member"
+    autocomplete_fields = ("user",)
     extra = 1
     max_num = 1
     can_delete = False
@@ -418,10 +277,25 @@ TRANSITION_ACTIONS = [
 ]
 
 
+def _apply_to_each(modeladmin, request, queryset, change):
+    """Run one service call per selected incident; report what changed and why the rest did not."""
+    done, rejected = [], []
+    for incident in queryset:
+        try:
+            change(incident)
+            done.append(incident.reference)
+        except services.IncidentError as exc:
+            rejected.append((incident.reference, str(exc)))
+    if done:
+        modeladmin.message_user(request, f"Updated {len(done)}: {', '.join(done)}.", messages.SUCCESS)
+    for reference, reason in rejected:
+        modeladmin.message_user(request, f"{reference} not changed: {reason}", messages.WARNING)
+
+
 def _transition_action(to, label):
     @admin.action(description=f"{label} (selected incidents)", permissions=["change"])
     def action(modeladmin, request, queryset):
-        apply_to_each(
+        _apply_to_each(
             modeladmin,
             request,
             queryset,
@@ -434,7 +308,7 @@ def _transition_action(to, label):
 
 def _severity_action(severity):
     def action(modeladmin, request, queryset):
-        apply_to_each(
+        _apply_to_each(
             modeladmin,
             request,
             queryset,
@@ -450,7 +324,7 @@ def _severity_action(severity):
 
 @admin.action(description="Acknowledge (selected incidents)", permissions=["change"])
 def acknowledge(modeladmin, request, queryset):
-    apply_to_each(
+    _apply_to_each(
         modeladmin,
         request,
         queryset,
@@ -466,7 +340,7 @@ def _reopen_one(incident, actor):
 
 @admin.action(description="Reopen (selected resolved incidents)", permissions=["change"])
 def reopen(modeladmin, request, queryset):
-    apply_to_each(modeladmin, request, queryset, lambda incident: _reopen_one(incident, request.user))
+    _apply_to_each(modeladmin, request, queryset, lambda incident: _reopen_one(incident, request.user))
 
 
 class DuplicateForm(forms.Form):
@@ -489,19 +363,8 @@ class DuplicateForm(forms.Form):
         return original
 
 
-# Other apps show what they hold about an incident (its review, action items, updates) on its page
-# without incidents importing them: they register a panel when their admin module loads.
-_incident_panels = []
-
-
-def incident_panel_register(panel):
-    """panel(request, incident) returns [(label, html)] rows for the incident page's "Follow-up" box."""
-    if panel not in _incident_panels:
-        _incident_panels.append(panel)
-
-
 @admin.register(Incident)
-class IncidentAdmin(admin.ModelAdmin):
+class IncidentAdmin(IncidentPageMixin, admin.ModelAdmin):
     form = IncidentForm
     change_form_template = "admin/incidents/incident/change_form.html"
     list_display = (
@@ -530,16 +393,11 @@ class IncidentAdmin(admin.ModelAdmin):
     list_select_related = ("severity", "commander")
     list_per_page = 50
     show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER  # a count per filter choice would scan 200,000 rows
     paginator = LargeTablePaginator
     autocomplete_fields = ("services", "recurrence_of")
-    actions = [
-        acknowledge,
-        *(_transition_action(to, label) for to, label in TRANSITION_ACTIONS),
-        dismiss_as_duplicate,
-        reopen,
-    ]
-    inlines = [RoleHistoryInline, AssignRoleInline, MemberListInline, AddMemberInline, TimelineInline, AddNoteInline]
+    actions = [acknowledge, *(_transition_action(to, label) for to, label in TRANSITION_ACTIONS), reopen]
+    # Roles, notes and the timeline live on the page itself (admin_incident_page); members stay in the form.
+    inlines = [MemberListInline, AddMemberInline]
     readonly_fields = (
         "reference",
         "status",
@@ -654,9 +512,7 @@ class IncidentAdmin(admin.ModelAdmin):
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
         unfiltered = not set(request.GET) - LIST_PARAMS_THAT_DO_NOT_FILTER
-        return self.paginator(
-            queryset, per_page, orphans, allow_empty_first_page, unfiltered=unfiltered, page_number=page_number(request)
-        )
+        return self.paginator(queryset, per_page, orphans, allow_empty_first_page, unfiltered=unfiltered)
 
     def get_search_results(self, request, queryset, search_term):
         match = REFERENCE_RE.match(search_term.strip())
@@ -674,7 +530,7 @@ class IncidentAdmin(admin.ModelAdmin):
             for severity in Severity.objects.all():
                 action = _severity_action(severity)
                 actions[action.__name__] = (action, action.__name__, action.short_description)
-        return bounded_actions(actions)
+        return actions
 
     # -- columns
 
@@ -748,19 +604,11 @@ class IncidentAdmin(admin.ModelAdmin):
             if not inline_form.has_changed() or not hasattr(inline_form, "cleaned_data"):
                 continue
             data = inline_form.cleaned_data
-            if isinstance(inline_form, RoleHistoryForm) and data.get("relieve"):
-                services.role_relieve(assignment=inline_form.instance, actor=request.user)
-            elif isinstance(inline_form, AssignRoleForm) and data.get("role") and data.get("user"):
-                services.role_assign(incident=incident, role=data["role"], user=data["user"], actor=request.user)
-            elif isinstance(inline_form, MemberListForm) and data.get("remove"):
+            if isinstance(inline_form, MemberListForm) and data.get("remove"):
                 for notice in services.incident_member_remove(member=inline_form.instance, actor=request.user):
                     self.message_user(request, notice, messages.WARNING)
             elif isinstance(inline_form, AddMemberForm) and data.get("user"):
                 services.incident_member_add(incident=incident, user=data["user"], actor=request.user)
-            elif isinstance(inline_form, NoteForm) and data.get("body"):
-                services.timeline_note_add(
-                    incident=incident, actor=request.user, body=data["body"], occurred_at=data.get("occurred_at")
-                )
         formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
     def construct_change_message(self, request, form, formsets, add=False):
@@ -768,69 +616,11 @@ class IncidentAdmin(admin.ModelAdmin):
 
     # -- buttons on the incident page
 
-    def get_urls(self):
-        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
-        return [
-            path(
-                "<path:object_id>/transition/",
-                self.admin_site.admin_view(self.transition_view),
-                name=f"{prefix}_transition",
-            ),
-            path(
-                "<path:object_id>/acknowledge/",
-                self.admin_site.admin_view(self.acknowledge_view),
-                name=f"{prefix}_acknowledge",
-            ),
-            path(
-                "<path:object_id>/duplicate/",
-                self.admin_site.admin_view(self.duplicate_view),
-                name=f"{prefix}_duplicate",
-            ),
-            *super().get_urls(),
-        ]
-
-    def _incident_for_change(self, request, object_id):
-        incident = get_object_or_404(self.get_queryset(request), pk=unquote(object_id))
-        if not self.has_change_permission(request, incident):
-            raise PermissionDenied
-        return incident
-
-    def _back_to(self, incident):
-        return HttpResponseRedirect(reverse("admin:incidents_incident_change", args=[incident.pk]))
-
-    def transition_view(self, request, object_id):
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        incident = self._incident_for_change(request, object_id)
-        to = request.POST.get("to", "")
-        if to not in Status.values:
-            self.message_user(request, f"Unknown status {to!r}.", messages.ERROR)
-            return self._back_to(incident)
-        try:
-            incident = services.incident_transition(
-                incident=incident, to=to, actor=request.user, note=request.POST.get("note", "").strip()
-            )
-        except services.IncidentError as exc:
-            self.message_user(request, str(exc), messages.WARNING)
-        else:
-            self.message_user(request, f"{incident.reference} is now {incident.get_status_display().lower()}.")
-        return self._back_to(incident)
-
-    def acknowledge_view(self, request, object_id):
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        incident = self._incident_for_change(request, object_id)
-        try:
-            services.incident_acknowledge(incident=incident, actor=request.user)
-        except services.IncidentError as exc:
-            self.message_user(request, str(exc), messages.WARNING)
-        else:
-            self.message_user(request, f"{incident.reference} acknowledged.")
-        return self._back_to(incident)
-
     def duplicate_view(self, request, object_id):
         incident = self._incident_for_change(request, object_id)
-        form = DuplicateForm(request.POST or None, incident=incident, user=request.user)
+        # The incident page's button posts only the note typed there: show the form with it filled in.
+        submitted = request.POST if "original" in request.POST else None
+        form = DuplicateForm(submitted, incident=incident, user=request.user, initial={"note": request.POST.get("note", "")})
         if request.method == "POST" and form.is_valid():
             try:
                 services.incident_transition(
@@ -854,50 +644,33 @@ class IncidentAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/incidents/incident/duplicate.html", context)
 
-    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
-        if obj is not None:
-            context["transitions"] = [
-                (to, label) for to, label in TRANSITION_ACTIONS if to in Incident.TRANSITIONS[obj.status]
-            ]
-            context["can_reopen"] = obj.status in (Status.RESOLVED, Status.POSTMORTEM)
-            context["can_acknowledge"] = obj.acknowledged_at is None and obj.is_open
-            context["can_dismiss_duplicate"] = Status.DISMISSED in Incident.TRANSITIONS[obj.status]
-            context["follow_up"] = [row for panel in _incident_panels for row in panel(request, obj) or ()]
-        return super().render_change_form(request, context, add, change, form_url, obj)
-
-
 @admin.register(OpenIncident)
 class OpenIncidentAdmin(IncidentAdmin):
-    """The 3 a.m. screen: what is open, worst first, then oldest, and which rows need someone."""
+    """The 3 a.m. screen: what is open, worst first, then oldest."""
 
-    change_list_template = "admin/incidents/openincident/change_list.html"
     list_display = (
         "reference",
         "title",
         "severity_badge",
         "status",
-        "needs_someone",
+        "acknowledged",
+        "service_list",
         "commander",
         "age",
         "last_update",
-        "service_list",
     )
-    list_filter = (OpenStatusFilter, "severity", NeedsFilter, AcknowledgedFilter, ServiceFilter, CommanderFilter)
+    list_filter = ("status", "severity", ServiceFilter, CommanderFilter)
     ordering = ("severity__level", "detected_at", "id")
 
     def get_queryset(self, request):
-        return with_update_due_from(super().get_queryset(request).filter(status__in=Incident.OPEN_STATUSES))
-
-    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
-        # Open incidents are a filtered few thousand: a true count, never the whole table's estimate.
-        return self.paginator(queryset, per_page, orphans, allow_empty_first_page, page_number=page_number(request))
+        return super().get_queryset(request).filter(status__in=Incident.OPEN_STATUSES)
 
     def has_add_permission(self, request):
-        return False  # declaring happens on the incident add page; the list links to it
+        return False
 
-    @admin.display(description="needs someone")
-    def needs_someone(self, incident):
-        return needs_badges(incident)
+    @admin.display(description="acknowledged", boolean=True)
+    def acknowledged(self, incident):
+        return incident.acknowledged_at is not None
 
     def get_urls(self):
         return admin.ModelAdmin.get_urls(self)

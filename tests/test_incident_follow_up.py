@@ -23,7 +23,7 @@ def test_a_responder_is_offered_the_review_an_action_item_and_an_update(responde
     incident = declare("Checkout errors", severity=SeverityFactory(level=1), actor=responder)
     client.force_login(responder)
     html = page(client, incident)
-    assert "Follow-up" in html
+    assert "Post-incident review and action items" in html and "Communications" in html
     assert f'{reverse("admin:postmortems_review_add")}?incident={incident.pk}' in html
     assert "required by its severity" in html
     assert f'{reverse("admin:postmortems_actionitem_add")}?incident={incident.pk}' in html
