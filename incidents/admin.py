@@ -1,24 +1,32 @@
-import re
-
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
-from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Q
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 from . import services
 from .admin_incident_page import IncidentPageMixin, _not_in_future
 from .admin_incident_page import incident_panel_register as incident_panel_register  # comms, postmortems use it
+from .admin_lists import (
+    REFERENCE_RE,
+    AcknowledgedFilter,
+    LargeTablePaginator,
+    NeedsFilter,
+    OpenStatusFilter,
+    apply_to_each,
+    bounded_actions,
+    dismiss_as_duplicate,
+    needs_badges,
+    page_number,
+    with_update_due_from,
+)
 from .models import (
     Incident,
     IncidentMember,
@@ -33,31 +41,6 @@ from .models import (
 Status = Incident.Status
 # Paging, sorting and popup parameters of the admin list; any other parameter filters it.
 LIST_PARAMS_THAT_DO_NOT_FILTER = {"p", "o", "e", "all", "_popup", "_to_field", "_facets", "_changelist_filters"}
-REFERENCE_RE = re.compile(r"^(?:INC-?)?(\d+)$", re.IGNORECASE)
-
-
-class LargeTablePaginator(Paginator):
-    """Never counts a whole big table: PostgreSQL's estimate when unfiltered, a capped count otherwise."""
-
-    COUNT_CAP = 10_000
-
-    def __init__(self, *args, unfiltered=False, **kwargs):
-        # Unfiltered by the person (the visibility rule may still apply): the table's size will do.
-        self.unfiltered = unfiltered
-        super().__init__(*args, **kwargs)
-
-    @cached_property
-    def count(self):
-        query = self.object_list.query
-        if connection.vendor == "postgresql" and (self.unfiltered or not query.where):
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [query.model._meta.db_table]
-                )
-                row = cursor.fetchone()
-            if row and row[0] > self.COUNT_CAP:
-                return row[0]
-        return self.object_list.order_by()[: self.COUNT_CAP + 1].count()
 
 
 # ---- list filters -------------------------------------------------------------------------------
@@ -277,25 +260,10 @@ TRANSITION_ACTIONS = [
 ]
 
 
-def _apply_to_each(modeladmin, request, queryset, change):
-    """Run one service call per selected incident; report what changed and why the rest did not."""
-    done, rejected = [], []
-    for incident in queryset:
-        try:
-            change(incident)
-            done.append(incident.reference)
-        except services.IncidentError as exc:
-            rejected.append((incident.reference, str(exc)))
-    if done:
-        modeladmin.message_user(request, f"Updated {len(done)}: {', '.join(done)}.", messages.SUCCESS)
-    for reference, reason in rejected:
-        modeladmin.message_user(request, f"{reference} not changed: {reason}", messages.WARNING)
-
-
 def _transition_action(to, label):
     @admin.action(description=f"{label} (selected incidents)", permissions=["change"])
     def action(modeladmin, request, queryset):
-        _apply_to_each(
+        apply_to_each(
             modeladmin,
             request,
             queryset,
@@ -308,7 +276,7 @@ def _transition_action(to, label):
 
 def _severity_action(severity):
     def action(modeladmin, request, queryset):
-        _apply_to_each(
+        apply_to_each(
             modeladmin,
             request,
             queryset,
@@ -324,7 +292,7 @@ def _severity_action(severity):
 
 @admin.action(description="Acknowledge (selected incidents)", permissions=["change"])
 def acknowledge(modeladmin, request, queryset):
-    _apply_to_each(
+    apply_to_each(
         modeladmin,
         request,
         queryset,
@@ -340,7 +308,7 @@ def _reopen_one(incident, actor):
 
 @admin.action(description="Reopen (selected resolved incidents)", permissions=["change"])
 def reopen(modeladmin, request, queryset):
-    _apply_to_each(modeladmin, request, queryset, lambda incident: _reopen_one(incident, request.user))
+    apply_to_each(modeladmin, request, queryset, lambda incident: _reopen_one(incident, request.user))
 
 
 class DuplicateForm(forms.Form):
@@ -393,9 +361,15 @@ class IncidentAdmin(IncidentPageMixin, admin.ModelAdmin):
     list_select_related = ("severity", "commander")
     list_per_page = 50
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # a count per filter choice would scan 200,000 rows
     paginator = LargeTablePaginator
     autocomplete_fields = ("services", "recurrence_of")
-    actions = [acknowledge, *(_transition_action(to, label) for to, label in TRANSITION_ACTIONS), reopen]
+    actions = [
+        acknowledge,
+        *(_transition_action(to, label) for to, label in TRANSITION_ACTIONS),
+        dismiss_as_duplicate,
+        reopen,
+    ]
     # Roles, notes and the timeline live on the page itself (admin_incident_page); members stay in the form.
     inlines = [MemberListInline, AddMemberInline]
     readonly_fields = (
@@ -512,7 +486,9 @@ class IncidentAdmin(IncidentPageMixin, admin.ModelAdmin):
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
         unfiltered = not set(request.GET) - LIST_PARAMS_THAT_DO_NOT_FILTER
-        return self.paginator(queryset, per_page, orphans, allow_empty_first_page, unfiltered=unfiltered)
+        return self.paginator(
+            queryset, per_page, orphans, allow_empty_first_page, unfiltered=unfiltered, page_number=page_number(request)
+        )
 
     def get_search_results(self, request, queryset, search_term):
         match = REFERENCE_RE.match(search_term.strip())
@@ -530,7 +506,7 @@ class IncidentAdmin(IncidentPageMixin, admin.ModelAdmin):
             for severity in Severity.objects.all():
                 action = _severity_action(severity)
                 actions[action.__name__] = (action, action.__name__, action.short_description)
-        return actions
+        return bounded_actions(actions)
 
     # -- columns
 
@@ -646,31 +622,36 @@ class IncidentAdmin(IncidentPageMixin, admin.ModelAdmin):
 
 @admin.register(OpenIncident)
 class OpenIncidentAdmin(IncidentAdmin):
-    """The 3 a.m. screen: what is open, worst first, then oldest."""
+    """The 3 a.m. screen: what is open, worst first, then oldest, and which rows need someone."""
 
+    change_list_template = "admin/incidents/openincident/change_list.html"
     list_display = (
         "reference",
         "title",
         "severity_badge",
         "status",
-        "acknowledged",
-        "service_list",
+        "needs_someone",
         "commander",
         "age",
         "last_update",
+        "service_list",
     )
-    list_filter = ("status", "severity", ServiceFilter, CommanderFilter)
+    list_filter = (OpenStatusFilter, "severity", NeedsFilter, AcknowledgedFilter, ServiceFilter, CommanderFilter)
     ordering = ("severity__level", "detected_at", "id")
 
     def get_queryset(self, request):
-        return super().get_queryset(request).filter(status__in=Incident.OPEN_STATUSES)
+        return with_update_due_from(super().get_queryset(request).filter(status__in=Incident.OPEN_STATUSES))
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        # Open incidents are a filtered few thousand: a true count, never the whole table's estimate.
+        return self.paginator(queryset, per_page, orphans, allow_empty_first_page, page_number=page_number(request))
 
     def has_add_permission(self, request):
-        return False
+        return False  # declaring happens on the incident add page; the list links to it
 
-    @admin.display(description="acknowledged", boolean=True)
-    def acknowledged(self, incident):
-        return incident.acknowledged_at is not None
+    @admin.display(description="needs someone")
+    def needs_someone(self, incident):
+        return needs_badges(incident)
 
     def get_urls(self):
         return admin.ModelAdmin.get_urls(self)

@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from .models import (
     Account,
+    Alert,
+    AlertGroup,
     CustomerReport,
     Incident,
     IncidentMember,
@@ -521,6 +523,64 @@ def incident_member_remove(*, member, actor):
             data={"user": _username(member.user)},
         )
     return notices
+
+
+# ---- Merging duplicates (issue 15) ----------------------------------------------------------------
+
+
+def _count(n, word, plural=None):
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+@transaction.atomic
+def incident_merge(*, duplicate, original, actor, note=""):
+    """Dismiss `duplicate` as a duplicate of `original` and move what it gathered to the original.
+
+    Its alert groups (with their alerts) move, so the group's next posts update the original instead
+    of opening incidents; its customer reports move; its people (members and role holders) become
+    members of the original. Both timelines record it. Repeating a merge is a no-op.
+    """
+    # Alert groups first: ingestion locks a group and then its incident, so this order cannot deadlock.
+    groups = list(AlertGroup.objects.select_for_update().filter(incident=duplicate).order_by("pk"))
+    current = _lock(duplicate)
+    target = _original_of(original)
+    if current.status == Status.DISMISSED:
+        if current.duplicate_of_id is not None and _original_of(current).pk == target.pk:
+            return current
+        raise IncidentError(f"{current.reference} is already dismissed: undo its dismissal first.")
+    if target.pk == current.pk:
+        raise IncidentError("An incident cannot duplicate itself.")
+    if target.status == Status.DISMISSED:
+        raise IncidentError(f"{target.reference} is dismissed: merge into the incident that is being worked on.")
+    if current.is_restricted and not target.is_restricted:
+        # Its alerts and customer reports would become visible to everyone.
+        raise IncidentError(
+            f"{current.reference} is restricted and {target.reference} is not: restrict {target.reference} first."
+        )
+    duplicate = incident_transition(incident=current, to=Status.DISMISSED, actor=actor, note=note, duplicate_of=target)
+    original = _lock(target)
+
+    alerts = Alert.objects.filter(incident=duplicate).update(incident=original)
+    AlertGroup.objects.filter(pk__in=[g.pk for g in groups]).update(incident=original)
+    reports = CustomerReport.objects.filter(incident=duplicate).update(incident=original)
+    people = [p for p in duplicate.participants().order_by("username") if p not in set(original.participants())]
+    for person in people:
+        incident_member_add(incident=original, user=person, actor=actor)
+
+    moved = {
+        "alert_groups": len(groups),
+        "alerts": alerts,
+        "customer_reports": reports,
+        "members": [_username(p) for p in people],
+    }
+    # References stay in `data` (the timeline leaves out those a reader may not see), not in the text.
+    body = (
+        f"Merged as a duplicate: {_count(len(groups), 'alert group')} ({_count(alerts, 'alert')}), "
+        f"{_count(reports, 'customer report')} and {_count(len(people), 'person', 'people')} moved."
+    )
+    for incident, other in ((duplicate, {"into": original.reference}), (original, {"from": duplicate.reference})):
+        timeline_event_record(incident=incident, kind=Kind.MERGED, actor=actor, body=body, data={**other, **moved})
+    return duplicate
 
 
 # ---- Customer reports (issue 6) ---------------------------------------------------------------
