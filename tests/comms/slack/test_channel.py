@@ -114,3 +114,19 @@ def test_a_note_changes_nothing_in_the_channel(slack, responder, opened, django_
     with django_capture_on_commit_callbacks(execute=True):
         timeline_note_add(incident=incident, actor=responder, body="Looking at the payment provider")
     assert not slack.to("chat.update")
+
+
+def test_a_published_internal_update_is_announced(
+    slack, responder, opened, django_capture_on_commit_callbacks
+):
+    from comms.services import update_draft_create, update_publish
+
+    incident, _channel = opened
+    with django_capture_on_commit_callbacks(execute=True):
+        internal = update_draft_create(
+            incident=incident, actor=responder, audience="internal", body="Rolled back; payments recover."
+        )
+        update_publish(update=internal, actor=responder)
+    [announced] = [m for m in slack.to("chat.postMessage") if m["channel"] == ANNOUNCE]
+    assert "Internal update published: Rolled back; payments recover." in announced["text"]
+    assert incident.reference in announced["text"]
