@@ -599,17 +599,16 @@ class IncidentAdmin(IncidentPageMixin, admin.ModelAdmin):
         form = DuplicateForm(submitted, incident=incident, user=request.user, initial={"note": request.POST.get("note", "")})
         if request.method == "POST" and form.is_valid():
             try:
-                services.incident_transition(
-                    incident=incident,
-                    to=Status.DISMISSED,
+                services.incident_merge(
+                    duplicate=incident,
+                    original=form.cleaned_data["original"],
                     actor=request.user,
-                    duplicate_of=form.cleaned_data["original"],
                     note=form.cleaned_data["note"],
                 )
             except services.IncidentError as exc:
                 form.add_error(None, str(exc))
             else:
-                self.message_user(request, f"{incident.reference} dismissed as a duplicate.")
+                self.message_user(request, f"{incident.reference} dismissed as a duplicate and merged into the original.")
                 return self._back_to(incident)
         context = {
             **self.admin_site.each_context(request),
