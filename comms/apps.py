@@ -10,8 +10,10 @@ class CommsConfig(AppConfig):
 
         # admins, signal receivers, and the tasks (services enqueue them by name from the registry)
         from . import admin_panels, admin_status, admin_webhooks, tasks, webhooks  # noqa: F401
-        from .slack import admin as slack_admin, receivers as slack_receivers  # noqa: F401  the Slack app (issue 13)
-        from .status import invalidation  # noqa: F401  the status page's cache follows public changes
         from .demo import demo_comms
+        from .outreach import admin as outreach_admin  # noqa: F401  direct outreach to affected accounts
+        from .slack import admin as slack_admin  # noqa: F401  the Slack app (issue 13)
+        from .slack import receivers as slack_receivers  # noqa: F401  its signal receivers
+        from .status import invalidation  # noqa: F401  the status page's cache follows public changes
 
         demo_step_register("after_incidents", demo_comms)

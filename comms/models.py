@@ -572,3 +572,5 @@ class MaintenanceNotice(models.Model):
 from .slack.models import SlackCall, SlackChannel, SlackEvent, SlackNote, SlackUser  # noqa: E402, F401
 # The status page's public state version lives with it (comms/status/models.py).
 from .status.models import StatusPageVersion  # noqa: E402, F401
+# Direct outreach to the contacts of affected accounts lives with it (comms/outreach/models.py).
+from .outreach.models import Outreach, OutreachDelivery  # noqa: E402, F401

@@ -7,6 +7,7 @@ comms.services.enqueue), so there is no import circle.
 from celery import shared_task
 
 from comms import services, webhooks
+from comms.outreach import services as outreach_services
 
 # ---- Subscribers, deliveries, cadence nudges and acknowledgement escalation ----
 
@@ -80,3 +81,25 @@ def maintenance_sweep():
 def maintenance_notices_send(maintenance_id):
     """Sends the maintenance's pending notices; each is claimed first, so a duplicate does nothing."""
     return services.maintenance_notices_send(maintenance_id=maintenance_id)
+
+
+# ---- Direct outreach to the contacts of affected accounts ----
+
+
+@shared_task(name="comms.tasks.outreach_deliveries_send")
+def outreach_deliveries_send(delivery_ids):
+    """Claims and sends a chunk of outreach e-mails; a sent (or claimed) one is skipped. Temporary
+    failures come back one by one with backoff."""
+    for delivery_id, attempts in outreach_services.outreach_deliveries_send(delivery_ids=delivery_ids):
+        services.task_enqueue(
+            "outreach_deliveries_send",
+            [delivery_id],
+            countdown=services.delivery_retry_countdown(attempts),
+            what=f"the retry of outreach delivery {delivery_id}",
+        )
+
+
+@shared_task(name="comms.tasks.outreach_deliveries_sweep")
+def outreach_deliveries_sweep():
+    """Beat, every minute: outreach deliveries the broker never got, or a dead worker left claimed."""
+    return outreach_services.outreach_deliveries_sweep()

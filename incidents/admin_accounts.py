@@ -14,6 +14,15 @@ from .selectors import incident_accounts_affected
 
 CSV_MAX_BYTES = 5 * 1024 * 1024
 
+# Other apps show what they hold about an account (what it was told, say) on its page without
+# incidents importing them: panel(request, account) returns [(label, html)].
+_account_panels = []
+
+
+def account_panel_register(panel):
+    if panel not in _account_panels:
+        _account_panels.append(panel)
+
 
 @admin.register(AccountTier)
 class AccountTierAdmin(admin.ModelAdmin):
@@ -92,6 +101,8 @@ class AccountAdmin(admin.ModelAdmin):
         return ", ".join(s.name for s in account.services.all()) or "—"
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["account_panels"] = [row for panel in _account_panels for row in panel(request, obj)]
         if obj is not None:  # the incidents that touched this account, as far as the reader may see
             context["recent_incidents"] = (
                 Incident.objects.visible_to(request.user)

@@ -65,6 +65,13 @@ class Severity(models.Model):
         blank=True, help_text="Told when an incident is not acknowledged in time (its commander otherwise)."
     )
     colour = models.CharField(max_length=7, default="#6c757d", help_text="Hex colour used in lists.")
+    outreach_tiers = models.ManyToManyField(
+        "AccountTier",
+        blank=True,
+        related_name="+",
+        help_text="Direct outreach is suggested for incidents of this severity, to accounts in these tiers "
+        "(none chosen: not suggested).",
+    )
     # Slack policy (comms/slack): which incidents get a channel of their own, and which are announced.
     slack_channel = models.BooleanField(
         "open a Slack channel",
