@@ -5,16 +5,17 @@ created or its key rotated. Received posts are read-only records; they can be re
 """
 
 import json
-import re
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count, OuterRef, Q, Subquery
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from . import ingestion
+from .admin_keys import key_shown_once
 from .models import Alert, AlertGroup, AlertPayload, Integration, visible_incident_rows
 
 ENDPOINTS = {
@@ -130,33 +131,33 @@ class IntegrationAdmin(admin.ModelAdmin):
             obj.save()
             ingestion.integration_cache_clear()  # other web processes follow within seconds
             return
-        key = ingestion.integration_key_set(obj)
-        self.message_user(
+        obj.new_key = ingestion.integration_key_set(obj)  # shown once by response_add
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if getattr(obj, "new_key", None) is None:
+            return super().response_add(request, obj, post_url_continue)
+        return key_shown_once(
             request,
-            format_html(
-                "The key for “{}” is <code>{}</code>. Copy it now: it is not stored and cannot be shown again.",
-                obj.name,
-                key,
-            ),
-            messages.WARNING,
+            title=f"The key of “{obj.name}”",
+            what="integration",
+            keys=[(obj.name, obj.new_key)],
+            back_url=reverse("admin:incidents_integration_change", args=[obj.pk]),
+            back_label=obj.name,
+            note=self.endpoint(obj),
         )
 
     @admin.action(description="Rotate the key of the selected integrations", permissions=["change"])
     def rotate_key(self, request, queryset):
-        for integration in queryset:
-            key = ingestion.integration_key_rotate(integration=integration)
-            self.message_user(
-                request,
-                format_html(
-                    "New key for “{}”: <code>{}</code>. The old one no longer works. Copy it now: it is shown only once.",
-                    integration.name,
-                    key,
-                ),
-                messages.WARNING,
-            )
-
-
-ROUTING_KEY_RE = re.compile(r'("routing_key"\s*:\s*")([^"]{0,8})[^"]*(")')
+        keys = [(i.name, ingestion.integration_key_rotate(integration=i)) for i in queryset.order_by("name")]
+        return key_shown_once(
+            request,
+            title="New integration keys",
+            what="integration",
+            keys=keys,
+            back_url=reverse("admin:incidents_integration_changelist"),
+            back_label="Integrations",
+            note="The old keys no longer work: update the senders.",
+        )
 
 
 class ReadOnlyMixin:
@@ -197,6 +198,12 @@ class AlertPayloadAdmin(ReadOnlyMixin, admin.ModelAdmin):
     )
     readonly_fields = fields
 
+    def changelist_view(self, request, extra_context=None):
+        rows, size = ingestion.payload_storage()
+        stored = f"about {rows:,} posts" + (f", {filesizeformat(size)} on disk" if size is not None else "")
+        subtitle = f"Stored: {stored}; kept {settings.INGEST_PAYLOAD_RETENTION_DAYS} days."
+        return super().changelist_view(request, {"subtitle": subtitle, **(extra_context or {})})
+
     @admin.display(description="error")
     def short_error(self, payload):
         return (payload.error[:100] + "…") if len(payload.error) > 100 else payload.error
@@ -213,7 +220,7 @@ class AlertPayloadAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def body_pretty(self, payload):
         body = payload.body
         if payload.kind == Integration.Kind.PAGERDUTY:
-            body = ROUTING_KEY_RE.sub(r"\1\2…\3", body)  # the routing key is a credential: show its prefix only
+            body = ingestion.routing_key_redacted(body)  # posts stored before keys were redacted on receipt
         return format_html('<pre style="white-space: pre-wrap">{}</pre>', body)
 
     @admin.action(description="Apply the selected posts again", permissions=["change"])

@@ -61,6 +61,7 @@ from django.utils import timezone
 
 from . import services
 from .models import Alert, AlertGroup, AlertPayload, Incident, Integration, Severity, TimelineEvent
+from .ratelimit import rate_limit_hit
 from .timebounds import OUT_OF_RANGE, within_bounds
 
 Kind = Integration.Kind
@@ -102,6 +103,11 @@ class PayloadInvalid(IngestionError):
 class PayloadTooLarge(IngestionError):
     status_code = 413
     code = "payload_too_large"
+
+
+class TooManyRequests(IngestionError):
+    status_code = 429
+    code = "throttled"
 
 
 # ---- integrations and their keys ------------------------------------------------------------------
@@ -577,11 +583,22 @@ KEPT_HEADERS = (
 def headers_kept(headers):
     """The headers worth keeping with a payload: never a credential, only which key was tried."""
     kept = {name: headers[name] for name in KEPT_HEADERS if headers.get(name)}
-    authorization = headers.get("Authorization", "")
+    authorization = headers.get("Authorization", "").strip()
     if authorization:
         scheme, _, key = authorization.partition(" ")
-        kept["Authorization"] = f"{scheme} {key.strip()[: Integration.KEY_PREFIX_LENGTH]}…"
+        if not key:  # no scheme: the whole value is the credential
+            scheme, key = "", scheme
+        kept["Authorization"] = f"{scheme[:20]} {key.strip()[: Integration.KEY_PREFIX_LENGTH]}…".lstrip()
     return kept
+
+
+# PagerDuty's credential travels in the body: only its first characters are stored.
+ROUTING_KEY_RE = re.compile(r'("routing_key"\s*:\s*")((?:[^"\\]|\\.){0,8})(?:[^"\\]|\\.)*(")')
+
+
+def routing_key_redacted(text):
+    """The body with every routing_key value cut to its first 8 characters (as the key prefix is shown)."""
+    return ROUTING_KEY_RE.sub(r"\1\2…\3", text) if '"routing_key"' in text else text
 
 
 def bearer_key(authorization):
@@ -659,9 +676,13 @@ def json_load(text):
 def payload_store(*, kind, body, headers, remote_addr=None, error=""):
     """Keep a post as received, committed on its own so that a later rejection cannot lose it."""
     text, encoding_error = _body_text(body)
+    return _payload_save(kind=kind, text=text, headers=headers, remote_addr=remote_addr, error=error), encoding_error
+
+
+def _payload_save(*, kind, text, headers, remote_addr=None, error=""):
     payload = AlertPayload(
         kind=kind,
-        body=text,
+        body=routing_key_redacted(text) if kind == Kind.PAGERDUTY else text,
         headers=headers_kept(headers),
         remote_addr=remote_addr or None,
         status=AlertPayload.Status.REJECTED if error else AlertPayload.Status.RECEIVED,
@@ -671,7 +692,7 @@ def payload_store(*, kind, body, headers, remote_addr=None, error=""):
         payload.save()  # autocommit, or the caller's transaction
     else:
         _insert_commit_later(payload)
-    return payload, encoding_error
+    return payload
 
 
 _PAYLOAD_COLUMNS = ("kind", "received_at", "remote_addr", "headers", "body", "status", "error")
@@ -729,12 +750,22 @@ def post_receive(*, kind, body, headers, remote_addr=None, key=None):
     `key` is the bearer key for Alertmanager and Grafana; PagerDuty's routing_key is in the body.
     """
     kind = Kind(kind)
-    payload, encoding_error = payload_store(kind=kind, body=body, headers=headers, remote_addr=remote_addr)
-    integration = None
+    text, encoding_error = _body_text(body)
+    if kind != Kind.PAGERDUTY:
+        # The key is in a header: a post without a valid one is refused before its body is stored whole.
+        try:
+            integration_authenticate(kind=kind, key=key)
+        except NotAuthenticated as exc:
+            _unauthenticated_record(exc, kind=kind, text=text, headers=headers, remote_addr=remote_addr)
+            raise
+        except Forbidden:
+            pass  # a known key: recorded whole below, and refused there
+    payload = _payload_save(kind=kind, text=text, headers=headers, remote_addr=remote_addr)
+    integration = data = None
     try:
         if encoding_error:
             raise PayloadInvalid(encoding_error)
-        data = json_load(payload.body)
+        data = json_load(text)
         if kind == Kind.PAGERDUTY:
             if not isinstance(data, dict):
                 raise PayloadInvalid("Event object is invalid", ["The body must be a JSON object."])
@@ -752,13 +783,104 @@ def post_receive(*, kind, body, headers, remote_addr=None, key=None):
             )
         post = post_parse(integration=integration, data=data)
         result = alerts_apply(integration=integration, post=post, payload=payload)
+    except NotAuthenticated as exc:
+        _unauthenticated_record(
+            exc,
+            kind=kind,
+            text=text,
+            headers=headers,
+            remote_addr=remote_addr,
+            payload=payload,
+            integration=integration,
+        )
+        raise
     except IngestionError as exc:
         _payload_mark(payload, AlertPayload.Status.REJECTED, str(exc), integration or exc.integration)
+        _group_link(payload, integration or exc.integration, data)
         raise
     except Exception as exc:
         _payload_mark(payload, AlertPayload.Status.FAILED, f"{type(exc).__name__}: {exc}", integration)
         raise
     return payload, result
+
+
+# Anyone can post to the endpoints: what fails authentication is kept only as a bounded prefix (enough
+# to see what a misconfigured sender sends), and past a few a minute from one address not at all.
+UNAUTHENTICATED_KEEP_BYTES = 64 * 1024
+
+
+def _unauthenticated_record(exc, *, kind, text, headers, remote_addr, payload=None, integration=None):
+    """Keep at most a prefix of a post that failed authentication, or nothing once its address is over the limit."""
+    if rate_limit_hit(
+        scope="ingest-unauthenticated",
+        client=remote_addr or "unknown",
+        limit=settings.INGEST_UNAUTHENTICATED_PER_MINUTE,
+        period=60,
+    ):
+        if payload is not None:
+            AlertPayload.objects.filter(pk=payload.pk).delete()
+        raise TooManyRequests(
+            "Too many posts that failed authentication from this address: try again in a minute."
+        ) from exc
+    kept = text[:UNAUTHENTICATED_KEEP_BYTES].encode()[:UNAUTHENTICATED_KEEP_BYTES].decode("utf-8", "ignore")
+    error = str(exc) + (f" Only the first {UNAUTHENTICATED_KEEP_BYTES // 1024} KB were kept." if kept != text else "")
+    if payload is None:
+        _payload_save(kind=kind, text=kept, headers=headers, remote_addr=remote_addr, error=error)
+        return
+    if kept != text:
+        AlertPayload.objects.filter(pk=payload.pk).update(body=routing_key_redacted(kept))
+    _payload_mark(payload, AlertPayload.Status.REJECTED, error, integration or exc.integration)
+
+
+def _group_link(payload, integration, data):
+    """Link a rejected post to the alert group it names, so that it is hidden with that group's incident."""
+    if integration is None or not isinstance(data, dict):
+        return
+    key = data.get("dedup_key") if integration.kind == Kind.PAGERDUTY else data.get("groupKey")
+    if not isinstance(key, str) or not key:
+        return
+    group = (
+        AlertGroup.objects.filter(integration=integration, key_hash=_key_hash(key[:10_000]))
+        .values("pk", "incident_id")
+        .first()
+    )
+    if group is not None:
+        AlertPayload.objects.filter(pk=payload.pk).update(group_id=group["pk"], incident_id=group["incident_id"])
+
+
+# ---- retention ------------------------------------------------------------------------------------
+
+PRUNE_BATCH = 5_000
+PRUNE_MAX_BATCHES = 200  # a run deletes at most a million rows; the next run goes on
+
+
+def payloads_prune(*, now=None):
+    """Delete stored posts older than INGEST_PAYLOAD_RETENTION_DAYS, in batches. Returns how many went."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.INGEST_PAYLOAD_RETENTION_DAYS)
+    deleted = 0
+    for _ in range(PRUNE_MAX_BATCHES):
+        ids = list(
+            AlertPayload.objects.filter(received_at__lt=cutoff).order_by().values_list("pk", flat=True)[:PRUNE_BATCH]
+        )
+        if not ids:
+            break
+        AlertPayload.objects.filter(pk__in=ids).delete()  # alerts' last_payload links are emptied
+        deleted += len(ids)
+    return deleted
+
+
+def payload_storage():
+    """(rows, bytes on disk or None) of the stored posts: an estimate on PostgreSQL, counted elsewhere."""
+    table = AlertPayload._meta.db_table
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT GREATEST(reltuples, 0)::bigint, pg_total_relation_size(oid) FROM pg_class WHERE oid = %s::regclass",
+                [table],
+            )
+            rows, size = cursor.fetchone()
+        return rows, size
+    return AlertPayload.objects.count(), None
 
 
 def payload_replay(*, payload):

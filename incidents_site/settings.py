@@ -295,6 +295,11 @@ SPECTACULAR_SETTINGS = {
 # how long a web process trusts an integration key it has checked (a revoked key works that long).
 INGEST_MAX_BODY_BYTES = env.int("INGEST_MAX_BODY_BYTES", default=10 * 1024 * 1024)
 INGEST_KEY_CACHE_SECONDS = env.int("INGEST_KEY_CACHE_SECONDS", default=10)
+# Abuse limits (issue 11): posts that fail authentication are kept as a 64 KB prefix, and past this many a
+# minute from one address not at all (429; counted in the cache: share it, CACHE_URL); every stored post is
+# deleted this many days after it arrived (hourly beat task "Prune stored alert posts").
+INGEST_UNAUTHENTICATED_PER_MINUTE = env.int("INGEST_UNAUTHENTICATED_PER_MINUTE", default=30)
+INGEST_PAYLOAD_RETENTION_DAYS = env.int("INGEST_PAYLOAD_RETENTION_DAYS", default=30)
 
 LOGGING = {
     "version": 1,

@@ -1,8 +1,9 @@
 from django.contrib import admin, messages
-from django.utils.html import format_html
+from django.urls import reverse
 
 from incidents.models import ApiKey
 
+from ..admin_keys import key_shown_once
 from .keys import api_key_issue, api_key_revoke
 
 
@@ -23,15 +24,19 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             obj.save(update_fields=["name"])
             return
-        raw_key = api_key_issue(api_key=obj)
-        self.message_user(
+        obj.new_key = api_key_issue(api_key=obj)  # shown once by response_add, never in a message cookie
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if getattr(obj, "new_key", None) is None:
+            return super().response_add(request, obj, post_url_continue)
+        return key_shown_once(
             request,
-            format_html(
-                "The key for “{}” is <code>{}</code>. Copy it now: it is not stored and cannot be shown again.",
-                obj.name,
-                raw_key,
-            ),
-            messages.WARNING,
+            title=f"The API key “{obj.name}”",
+            what="API key",
+            keys=[(f"{obj.name} (acts as {obj.user})", obj.new_key)],
+            back_url=reverse("admin:incidents_apikey_changelist"),
+            back_label="API keys",
+            note="Send it as “Authorization: Bearer <key>”.",
         )
 
     @admin.action(description="Revoke the selected keys", permissions=["change"])

@@ -222,7 +222,13 @@ ERROR_CODES = {
     "403": "permission_denied",
     "405": "method_not_allowed",
     "413": "payload_too_large",
+    "429": "throttled",
 }
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait before posting again."}}
+THROTTLED = (
+    "Too many posts that failed authentication came from this address in the last minute (setting "
+    "`INGEST_UNAUTHENTICATED_PER_MINUTE`): nothing was recorded. Posts with a valid key are never refused this way."
+)
 
 INTEGRATION_ERROR = {
     "type": "object",
@@ -386,6 +392,13 @@ def _webhook_responses():
             "Lower the sender's `max_alerts`.",
             "content": _json(error, _error("payload_too_large", f"The body is larger than {limit}.")),
         },
+        "429": {
+            "description": f"`throttled`: {THROTTLED}",
+            "headers": RETRY_AFTER,
+            "content": _json(
+                error, _error("throttled", "Too many posts that failed authentication from this address.")
+            ),
+        },
         "5XX": RETRY,
     }
 
@@ -425,6 +438,18 @@ def _pagerduty_responses():
                     "status": "invalid event",
                     "message": "Event object is invalid",
                     "errors": ["Only POST is accepted here."],
+                },
+            ),
+        },
+        "429": {
+            "description": f"In PagerDuty's shape: {THROTTLED}",
+            "headers": RETRY_AFTER,
+            "content": _json(
+                invalid,
+                {
+                    "status": "invalid event",
+                    "message": "Event object is invalid",
+                    "errors": ["Too many posts that failed authentication from this address: try again in a minute."],
                 },
             ),
         },

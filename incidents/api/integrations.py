@@ -12,6 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from incidents import ingestion
 from incidents.models import Integration
+from incidents.ratelimit import retry_after
 
 from .errors import error_body
 
@@ -61,6 +62,8 @@ def _webhook(request, kind):
         )
         if exc.status_code == 401:
             response["WWW-Authenticate"] = 'Bearer realm="integrations"'
+        elif exc.status_code == 429:
+            response["Retry-After"] = str(retry_after(60))
         return response
     return JsonResponse(
         {
@@ -110,6 +113,10 @@ def pagerduty_enqueue(request):
         return _pagerduty_invalid([_too_large(request, Kind.PAGERDUTY, PAGERDUTY_MAX_BODY_BYTES)])
     try:
         _payload, result = ingestion.post_receive(kind=Kind.PAGERDUTY, body=body, **_client(request))
+    except ingestion.TooManyRequests as exc:
+        response = _pagerduty_invalid([exc.message], status=429)  # senders retry a 429
+        response["Retry-After"] = str(retry_after(60))
+        return response
     except ingestion.IngestionError as exc:
         return _pagerduty_invalid(exc.errors or [exc.message])
     return JsonResponse({"status": "success", "message": "Event processed", "dedup_key": result.group_key}, status=202)
