@@ -11,6 +11,7 @@ import logging
 import re
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -143,6 +144,9 @@ def slack_event_process(*, event_pk):
     except IntegrityError:
         return _finish(row, State.IGNORED, "This message is a note already.")
     except (SlackApiError, SlackClientError, OSError) as exc:
-        logger.warning("Slack event %s: %s; the sweep tries again", row.event_id, exc)
-        SlackEvent.objects.filter(pk=row.pk).update(result=f"Will try again: {type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        if row.attempts + 1 >= settings.SLACK_MAX_ATTEMPTS:
+            return _finish(row, State.FAILED, f"Gave up after {row.attempts + 1} attempts: {error}")
+        logger.warning("Slack event %s: %s; the sweep tries again", row.event_id, error)
+        SlackEvent.objects.filter(pk=row.pk).update(result=f"Will try again: {error}")
         return None

@@ -137,15 +137,19 @@ def _channel_open(call, client):
         SlackChannel.objects.filter(pk=channel.pk).update(channel_id=channel.channel_id, name=channel.name)
     _invite(channel, incident, client)
     if not channel.header_ts:
-        text, blocks = header_message(incident)
-        posted = client.chat_postMessage(channel=channel.channel_id, text=text, blocks=blocks, unfurl_links=False)
-        channel.header_ts = posted["ts"]
-        SlackChannel.objects.filter(pk=channel.pk).update(header_ts=channel.header_ts)
-        try:
-            client.pins_add(channel=channel.channel_id, timestamp=channel.header_ts)
-        except SlackApiError as exc:
-            _ok_if(exc, ALREADY_DONE)
+        _header_post(channel, incident, client)
     _topic(channel, incident, client)
+
+
+def _header_post(channel, incident, client):
+    text, blocks = header_message(incident)
+    posted = client.chat_postMessage(channel=channel.channel_id, text=text, blocks=blocks, unfurl_links=False)
+    channel.header_ts = posted["ts"]
+    SlackChannel.objects.filter(pk=channel.pk).update(header_ts=channel.header_ts)
+    try:
+        client.pins_add(channel=channel.channel_id, timestamp=channel.header_ts)
+    except SlackApiError as exc:
+        _ok_if(exc, ALREADY_DONE)
 
 
 def _channel_sync(call, client):
@@ -160,7 +164,12 @@ def _channel_sync(call, client):
         return  # no channel (yet): the opening, when it comes, shows the latest state
     _invite(channel, incident, client)
     text, blocks = header_message(incident)
-    client.chat_update(channel=channel.channel_id, ts=channel.header_ts, text=text, blocks=blocks)
+    try:
+        client.chat_update(channel=channel.channel_id, ts=channel.header_ts, text=text, blocks=blocks)
+    except SlackApiError as exc:
+        if exc.response.get("error") != "message_not_found":
+            raise
+        _header_post(channel, incident, client)  # someone deleted the header: a new one takes its place
     _topic(channel, incident, client)
 
 
@@ -191,10 +200,21 @@ def retry_delay(attempts):
     return min(settings.SLACK_RETRY_BASE_SECONDS * 4 ** (attempts - 1), 3600)
 
 
+SUPERSEDED = "A newer channel update was waiting already: it shows the latest state."
+
+
+def _set(queryset, **fields):
+    """Update the rows; a channel update going back to "pending" while another one waits is done instead."""
+    try:
+        with transaction.atomic():
+            return queryset.update(**fields)
+    except IntegrityError:  # slackcall_one_pending_sync: the waiting one will show the latest state
+        return queryset.update(state=State.DONE, done_at=timezone.now(), last_error=SUPERSEDED)
+
+
 def _finish(call, **fields):
-    SlackCall.objects.filter(pk=call.pk, state=State.SENDING).update(**fields)
-    for name, value in fields.items():
-        setattr(call, name, value)
+    _set(SlackCall.objects.filter(pk=call.pk, state=State.SENDING), **fields)
+    call.refresh_from_db()
     return call
 
 
@@ -202,8 +222,10 @@ def _failed_attempt(call, error, delay=None):
     if call.attempts >= settings.SLACK_MAX_ATTEMPTS:
         return _finish(call, state=State.FAILED, last_error=f"{error} Gave up after {call.attempts} attempts.")
     delay = retry_delay(call.attempts) if delay is None else delay
-    _finish(call, state=State.PENDING, next_attempt_at=timezone.now() + timedelta(seconds=delay), last_error=error)
-    if delay <= MAX_COUNTDOWN_SECONDS:
+    call = _finish(
+        call, state=State.PENDING, next_attempt_at=timezone.now() + timedelta(seconds=delay), last_error=error
+    )
+    if call.state == State.PENDING and delay <= MAX_COUNTDOWN_SECONDS:
         _enqueue_call(call.pk, countdown=delay)
     return call
 
@@ -236,8 +258,11 @@ def slack_call_run(*, call_id):
     try:
         HANDLERS[call.kind](call, slack_client())
     except _Later:
-        _finish(call, state=State.PENDING, attempts=F("attempts") - 1, next_attempt_at=now + timedelta(seconds=2))
-        _enqueue_call(call.pk, countdown=2)
+        call = _finish(
+            call, state=State.PENDING, attempts=F("attempts") - 1, next_attempt_at=now + timedelta(seconds=2)
+        )
+        if call.state == State.PENDING:
+            _enqueue_call(call.pk, countdown=2)
         return call
     except SlackApiError as exc:
         message, retry, retry_after = _api_error(exc)
@@ -253,10 +278,14 @@ def slack_call_run(*, call_id):
 
 def slack_call_retry(*, call):
     """Send a failed call again from the start of its backoff schedule (an administrator's action)."""
-    retried = SlackCall.objects.filter(pk=call.pk, state=State.FAILED).update(
-        state=State.PENDING, attempts=0, next_attempt_at=timezone.now(), last_error=""
+    retried = _set(
+        SlackCall.objects.filter(pk=call.pk, state=State.FAILED),
+        state=State.PENDING,
+        attempts=0,
+        next_attempt_at=timezone.now(),
+        last_error="",
     )
-    if retried:
+    if retried and SlackCall.objects.filter(pk=call.pk, state=State.PENDING).exists():
         transaction.on_commit(lambda: _enqueue_call(call.pk))
     return bool(retried)
 
@@ -265,9 +294,13 @@ def slack_sweep(*, now=None, grace=timedelta(seconds=30), limit=500):
     """Beat, every minute: calls that are due (long backoffs, broker down), calls a dead worker held, and
     events never processed. Returns (calls enqueued, events enqueued)."""
     now = now or timezone.now()
-    SlackCall.objects.filter(state=State.SENDING, last_attempt_at__lt=now - SENDING_LEASE).update(
-        state=State.PENDING, next_attempt_at=now, last_error="The worker stopped while sending: made again."
-    )
+    for stuck in SlackCall.objects.filter(state=State.SENDING, last_attempt_at__lt=now - SENDING_LEASE)[:limit]:
+        _set(
+            SlackCall.objects.filter(pk=stuck.pk, state=State.SENDING),
+            state=State.PENDING,
+            next_attempt_at=now,
+            last_error="The worker stopped while sending: made again.",
+        )
     due = list(
         SlackCall.objects.filter(state=State.PENDING, next_attempt_at__lte=now - grace)
         .order_by("next_attempt_at")

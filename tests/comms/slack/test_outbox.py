@@ -127,3 +127,71 @@ def test_one_channel_update_waits_per_incident(
         incident = incident_transition(incident=incident, to="triaging", actor=responder)
         incident = incident_transition(incident=incident, to="responding", actor=responder)
     assert SlackCall.objects.filter(kind="channel_sync", state="pending").count() == 1
+
+
+def test_a_channel_update_waits_for_the_channel_to_be_opened(
+    slack, responder, severities, monkeypatch, django_capture_on_commit_callbacks
+):
+    later = []
+    monkeypatch.setattr(outbox, "_enqueue_call", lambda call_id, countdown=None: later.append(call_id))
+    with django_capture_on_commit_callbacks(execute=True):
+        incident = declare("Checkout errors", severity=severities[2], actor=None)
+    opening = SlackCall.objects.get(kind="channel_open")
+    from comms.slack.models import SlackChannel
+
+    SlackChannel.objects.create(incident=incident, name="inc-x")  # opening has begun, nothing in Slack yet
+    with django_capture_on_commit_callbacks(execute=True):
+        incident_transition(incident=incident, to="responding", actor=responder)
+    sync = SlackCall.objects.get(kind="channel_sync")
+    outbox.slack_call_run(call_id=sync.pk)
+    sync.refresh_from_db()
+    assert (sync.state, sync.attempts) == ("pending", 0)  # not counted as a failure: it waits
+    outbox.slack_call_run(call_id=opening.pk)
+    time_passes(sync)
+    outbox.slack_call_run(call_id=sync.pk)
+    sync.refresh_from_db()
+    assert sync.state == "done"
+    assert "Status: Responding" in slack.to("chat.update")[-1]["text"]
+
+
+def test_a_deleted_header_is_posted_again(slack, responder, severities, django_capture_on_commit_callbacks):
+    from comms.slack.models import SlackChannel
+
+    with django_capture_on_commit_callbacks(execute=True):
+        incident = declare("Checkout errors", severity=severities[3], actor=None)
+    old_ts = SlackChannel.objects.get(incident=incident).header_ts
+    slack.script["chat.update"] = [(200, {}, {"ok": False, "error": "message_not_found"})]
+    with django_capture_on_commit_callbacks(execute=True):
+        incident_transition(incident=incident, to="responding", actor=responder)
+    channel = SlackChannel.objects.get(incident=incident)
+    assert channel.header_ts != old_ts
+    assert slack.to("pins.add")[-1] == {"channel": channel.channel_id, "timestamp": channel.header_ts}
+    assert "Status: Responding" in slack.to("chat.postMessage")[-1]["text"]
+
+
+def test_a_channel_update_that_fails_or_was_stuck_gives_way_to_a_newer_one_waiting(
+    slack, responder, severities, monkeypatch, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        incident = declare("Checkout errors", severity=severities[3], actor=None)
+    monkeypatch.setattr(outbox, "_enqueue_call", lambda call_id, countdown=None: None)
+    updates = []
+    for to in ("triaging", "responding", "mitigated"):
+        with django_capture_on_commit_callbacks(execute=True):
+            incident = incident_transition(incident=incident, to=to, actor=responder)
+        update = SlackCall.objects.get(kind="channel_sync", state="pending")
+        SlackCall.objects.filter(pk=update.pk).update(  # a worker is on it (since long, for the last one)
+            state="sending", attempts=1, last_attempt_at=timezone.now() - timedelta(minutes=10 * (to == "responding"))
+        )
+        updates.append(update)
+    with django_capture_on_commit_callbacks(execute=True):
+        incident_transition(incident=incident, to="resolved", actor=responder)
+    waiting = SlackCall.objects.get(kind="channel_sync", state="pending")
+
+    # The first one's attempt fails: instead of a second waiting update, it is done.
+    failed = outbox._failed_attempt(SlackCall.objects.get(pk=updates[0].pk), "chat.update: HTTP 500.")
+    assert (failed.state, failed.last_error) == ("done", outbox.SUPERSEDED)
+    # The second one's worker died: the sweep does not make it wait twice either.
+    outbox.slack_sweep()
+    assert SlackCall.objects.get(pk=updates[1].pk).state == "done"
+    assert list(SlackCall.objects.filter(kind="channel_sync", state="pending")) == [waiting]
