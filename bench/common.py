@@ -163,3 +163,25 @@ def write_section(path, section, text):
         updated = current.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(updated)
+
+
+# ---- the machine's load: every figure is quoted with it, and a run on a busy machine is repeated ------
+
+
+def load_now():
+    """The 1-minute load average (what `uptime` shows first)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def wait_for_quiet(max_load, *, timeout, prog, poll=5.0):
+    """Wait (at most `timeout` seconds) until the 1-minute load is at or below max_load; returns the load
+    then. A machine that stays busy is reported, and the caller marks its figures as noisy."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    load = load_now()
+    while load > max_load and time.monotonic() < deadline:
+        print(f"{prog}: load {load:.2f} > {max_load:.2f}; waiting for a quieter machine", flush=True)
+        time.sleep(poll)
+        load = load_now()
+    return load

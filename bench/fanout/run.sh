@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# Benchmark of the subscriber fan-out (issue 5): one published update to 10,000 e-mail subscribers,
-# sent by two Celery worker processes on Redis and PostgreSQL; results go to docs/benchmarks.md.
+# Benchmark of the subscriber fan-out (issues 5 and 14): one published update to 10,000 e-mail
+# subscribers, sent by two Celery worker processes on Redis and PostgreSQL to a real SMTP server;
+# results go to docs/benchmarks.md.
 #
 #   bench/fanout/run.sh           # from anywhere; a few minutes
 #
 # What it does: creates and migrates the bench database (DATABASE_URL, default
 # postgres://postgres@127.0.0.1:5432/incidents_fanout_bench), then runs bench/fanout/measure.py: it
-# creates the subscribers, and for each chunk size (deliveries per Celery task) starts
-# BENCH_FANOUT_WORKERS `celery worker --pool=solo` processes writing e-mails with EMAIL_URL=filemail://
-# into bench/results/, publishes one update, and times until every delivery is sent; then counts
-# queries per delivery in-process. Replaces the section "## Fan-out (issue 5)" of docs/benchmarks.md.
+# creates the subscribers, and for each chunk size (deliveries per Celery task) starts a real SMTP
+# server (aiosmtpd, bench/fanout/smtp_sink.py, on a free 127.0.0.1 port) and BENCH_FANOUT_WORKERS
+# `celery worker --pool=solo` processes sending to it, publishes one update, and times until every
+# delivery is sent; the server counts what it received (duplicates, connections). Then it counts
+# queries per delivery in-process. A run on a busy machine is repeated. Replaces the section
+# "## Fan-out (issue 5)" of docs/benchmarks.md.
 #
 # Settings: CELERY_BROKER_URL (redis://127.0.0.1:6379/7), BENCH_FANOUT_SUBSCRIBERS (10000),
-# BENCH_FANOUT_WORKERS (2), BENCH_FANOUT_CHUNKS ("50,1:2000": 50 per task to all of them, then one per
-# task to 2,000), BENCH_DOCS. Needs PostgreSQL, Redis and the project's .venv.
+# BENCH_FANOUT_WORKERS (2), BENCH_FANOUT_CHUNKS ("50"; e.g. "50,1:2000" adds one per task to 2,000),
+# BENCH_FANOUT_TRANSPORT (smtp, or file for Django's file backend), BENCH_FANOUT_ROUNDS (2),
+# BENCH_MAX_LOAD (the core count: a run above it is noisy and repeated), BENCH_DOCS. Needs PostgreSQL,
+# Redis, aiosmtpd (requirements-dev.txt) and the project's .venv.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -45,6 +50,9 @@ echo "== measuring"
 "$PY" bench/fanout/measure.py \
   --subscribers "${BENCH_FANOUT_SUBSCRIBERS:-10000}" \
   --workers "${BENCH_FANOUT_WORKERS:-2}" \
-  --chunks "${BENCH_FANOUT_CHUNKS:-50,1:2000}" \
+  --chunks "${BENCH_FANOUT_CHUNKS:-50}" \
+  --transport "${BENCH_FANOUT_TRANSPORT:-smtp}" \
+  --rounds "${BENCH_FANOUT_ROUNDS:-2}" \
+  --max-load "${BENCH_MAX_LOAD:-$(nproc)}" \
   --command "$BENCH_NAME" \
   --docs "${BENCH_DOCS:-$ROOT/docs/benchmarks.md}"

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.db import transaction
 from django.db.models import Count, F, Q
 from django.template.loader import render_to_string
@@ -24,6 +25,7 @@ from .. import webhooks
 from ..enqueue import task_enqueue
 from ..models import Delivery, Subscriber, Update
 from ..rendering import markdown_render
+from . import email_merge
 from ._settings import setting as _setting
 from .subscribers import _normalise_email, outreach_contacts_for, subscriber_list_for, subscriber_unsubscribe_url
 
@@ -218,10 +220,14 @@ def _update_context(update):
     }
 
 
+def _message_id(delivery):
+    return f"delivery-{delivery.pk}.update-{delivery.update_id}@{_message_domain()}"
+
+
 def _email_for(delivery, context):
     update = delivery.update
     context = {**context, "delivery": delivery, "unsubscribe_url": None}
-    headers = {"Message-ID": f"<delivery-{delivery.pk}.update-{update.pk}@{_message_domain()}>"}
+    headers = {"Message-ID": f"<{_message_id(delivery)}>"}
     if delivery.subscriber_id is not None:
         url = subscriber_unsubscribe_url(delivery.subscriber)
         context["unsubscribe_url"] = url
@@ -287,13 +293,40 @@ def _post_webhook(delivery, context):
     raise DeliveryRetry(detail)
 
 
+def _email_send(delivery, context, connection):
+    """Send one delivery's e-mail on the chunk's open connection.
+
+    Subscribers' copies of one update over SMTP take the fast path (email_merge): the first two are
+    built and sent the usual way, and if their messages differ only in address, Message-ID and
+    unsubscribe link, the rest of the chunk gets the same bytes with those substituted.
+    """
+    recipient = None
+    if delivery.subscriber_id is not None and isinstance(connection, SMTPBackend) and connection.connection:
+        recipient = email_merge.Recipient(
+            address=delivery.address,
+            message_id=_message_id(delivery),
+            unsubscribe_url=subscriber_unsubscribe_url(delivery.subscriber),
+        )
+    merge = context.get("_merge")  # not tried yet, (message, recipient) of the first copy, a MergedMessage, or False
+    if recipient is not None and isinstance(merge, email_merge.MergedMessage):
+        data = merge.bytes_for(recipient)
+        if data is not None:
+            connection.connection.sendmail(merge.from_email, [delivery.address], data)
+            return
+    message = _email_for(delivery, context)
+    message.connection = connection
+    message.send()
+    if recipient is not None and merge is None:
+        context["_merge"] = (message, recipient)
+    elif recipient is not None and isinstance(merge, tuple):
+        context["_merge"] = email_merge.MergedMessage.build(*merge, message, recipient) or False
+
+
 def _send_one(delivery, context, connection):
     if delivery.channel == Subscriber.Channel.EMAIL:
         try:
-            message = _email_for(delivery, context)
             connection.open()  # once per chunk: kept open (SMTP session, mail file) until a failure closes it
-            message.connection = connection
-            message.send()
+            _email_send(delivery, context, connection)
         except (smtplib.SMTPRecipientsRefused, ValueError) as error:
             raise _Permanent(f"address refused: {error}") from None
         except smtplib.SMTPResponseException as error:
