@@ -6,6 +6,8 @@ class IncidentsConfig(AppConfig):
     verbose_name = "Incidents"
 
     def ready(self):
+        from incidents_site import checks  # noqa: F401  registers the deployment checks (check --deploy)
+
         from . import (
             admin_accounts,  # noqa: F401  registers AccountAdmin, AccountTierAdmin and the CSV import
             admin_autocomplete,

@@ -4,6 +4,7 @@ Every value comes from the environment (see .env.example); the defaults run the 
 on a laptop: SQLite, a Celery broker on the filesystem, e-mail printed to the console.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -42,6 +43,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",  # admin login throttling (issue 11)
     "incidents",
     "postmortems",
     "comms",
@@ -57,6 +59,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # answers a locked-out login (last, as django-axes asks)
 ]
 
 ROOT_URLCONF = "incidents_site.urls"
@@ -92,6 +95,20 @@ else:
     # on a 10 ms count); DATABASE_PG_OPTIONS overrides the server options sent at connect.
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = env.str("DATABASE_PG_OPTIONS", default="-c jit=off")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Admin login throttling (django-axes, issue 11): after LOGIN_FAILURE_LIMIT wrong passwords for one
+# username, or from one address, further attempts are refused (429, a page saying when to retry) for
+# LOGIN_LOCKOUT_MINUTES; a success resets the count. Attempts are kept in the database (every web
+# process sees them; the admin lists them under Axes), so this holds across processes without a cache.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one reaching the limit locks
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/login_throttled.html"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
