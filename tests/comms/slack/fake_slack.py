@@ -30,6 +30,7 @@ class FakeSlack:
     users: dict = field(default_factory=dict)  # Slack id → {"email", "name"}
     messages: dict = field(default_factory=dict)  # (channel, ts) → message
     channels: dict = field(default_factory=dict)  # name → id
+    delays: dict = field(default_factory=dict)  # method → seconds to wait before answering (a slow Slack)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -142,15 +143,20 @@ def start_fake_slack():
                 args = dict(parse_qsl(raw))
             method = self.path.rsplit("/", 1)[-1].split("?", 1)[0]
             fake.calls.append(Call(method, args, {k.lower(): v for k, v in self.headers.items()}))
+            if fake.delays.get(method):
+                time.sleep(fake.delays[method])
             status, headers, body = fake.answer(method, args)
             payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client stopped waiting (a timeout under test)
 
         def log_message(self, *args):
             pass

@@ -131,3 +131,22 @@ def test_the_slack_user_is_asked_for_once_then_cached(slack, poster, responder, 
     poster.command("status", channel=CHANNEL)
     poster.command("status", channel=CHANNEL)
     assert slack.methods().count("users.info") == 1
+
+
+def test_a_slow_slack_never_makes_us_miss_slacks_3_seconds(settings, slack, poster, responder, incident):
+    import time
+
+    settings.SLACK_REQUEST_TIMEOUT_SECONDS = 0.5
+    slack.delays["users.info"] = 2
+    started = time.monotonic()
+    answer = text_of(poster.command("ack", channel=CHANNEL))
+    assert time.monotonic() - started < 1.5
+    assert answer.startswith("Could not ask Slack who you are") and "Nothing was changed" in answer
+    incident.refresh_from_db()
+    assert incident.acknowledged_at is None
+
+    slack.delays = {"views.open": 2}
+    started = time.monotonic()
+    answer = text_of(poster.command("declare Checkout is down"))  # users.info answers at once now
+    assert time.monotonic() - started < 1.5
+    assert answer.startswith("Could not open the declare form")
