@@ -116,6 +116,12 @@ class IncidentFilterSet(filters.FilterSet):
     open = StrictBooleanFilter(method="filter_open", help_text="true: still open; false: mitigated or later.")
     detected_after = UTCDateTimeFilter(field_name="detected_at", lookup_expr="gte")
     detected_before = UTCDateTimeFilter(field_name="detected_at", lookup_expr="lt")
+    updated_since = UTCDateTimeFilter(
+        field_name="updated_at",
+        lookup_expr="gte",
+        help_text="Incidents changed at or after this time, for incremental sync: with ordering=updated_at, "
+        "page through and keep the last updated_at you saw for the next run.",
+    )
     search = filters.CharFilter(
         method="filter_search", help_text="A reference (INC-1042), or words in title or summary."
     )

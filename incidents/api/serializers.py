@@ -10,7 +10,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from incidents.models import (
+    Alert,
     Incident,
+    IncidentMember,
     RoleAssignment,
     Service,
     ServiceGroup,
@@ -247,6 +249,54 @@ class RoleAssignInputSerializer(serializers.Serializer):
     user = LookupField(
         slug_field="username", queryset=get_user_model().objects.filter(is_active=True), help_text="A username."
     )
+
+
+class IncidentMemberSerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    added_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+
+    class Meta:
+        model = IncidentMember
+        fields = ["id", "user", "added_at", "added_by"]
+        read_only_fields = fields
+
+
+class MemberAddInputSerializer(serializers.Serializer):
+    user = LookupField(
+        slug_field="username", queryset=get_user_model().objects.filter(is_active=True), help_text="A username."
+    )
+
+
+class MemberRemovedSerializer(serializers.Serializer):
+    user = serializers.CharField(help_text="The username taken off the incident.")
+    notices = serializers.ListField(
+        child=serializers.CharField(), help_text="What they leave behind, e.g. open action items they still own."
+    )
+
+
+class AlertSerializer(serializers.ModelSerializer):
+    integration = serializers.CharField(source="group.integration.name", read_only=True)
+    sender = serializers.CharField(source="group.integration.kind", read_only=True, help_text="alertmanager, …")
+    severity = serializers.IntegerField(source="severity_level", read_only=True)
+
+    class Meta:
+        model = Alert
+        fields = [
+            "id",
+            "integration",
+            "sender",
+            "fingerprint",
+            "status",
+            "starts_at",
+            "ends_at",
+            "acknowledged_at",
+            "last_seen_at",
+            "severity",
+            "summary",
+            "labels",
+            "annotations",
+        ]
+        read_only_fields = fields
 
 
 class ServiceSerializer(serializers.ModelSerializer):

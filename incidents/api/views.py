@@ -4,6 +4,7 @@ import re
 
 from django.db import transaction
 from django.db.models import Prefetch
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -13,8 +14,11 @@ from rest_framework.routers import APIRootView
 
 from incidents import services
 from incidents.models import (
+    Alert,
     CustomerReport,
     Incident,
+    IncidentMember,
+    RoleAssignment,
     Service,
     Severity,
     references_hidden_from,
@@ -35,9 +39,13 @@ from .filters import IncidentFilterSet
 from .schema import error_response
 from .serializers import (
     AcknowledgeInputSerializer,
+    AlertSerializer,
     IncidentDeclareInputSerializer,
     IncidentInputSerializer,
+    IncidentMemberSerializer,
     IncidentSerializer,
+    MemberAddInputSerializer,
+    MemberRemovedSerializer,
     NoteInputSerializer,
     RoleAssignInputSerializer,
     RoleAssignmentSerializer,
@@ -99,6 +107,14 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
             "GET": ["incidents.view_incident", "incidents.view_customerreport"],
             "POST": ["incidents.view_incident", "incidents.add_customerreport"],
         },
+        "relieve": {"POST": ["incidents.view_incident", "incidents.change_roleassignment"]},
+        "members": {
+            "GET": ["incidents.view_incident", "incidents.view_incidentmember"],
+            "POST": ["incidents.view_incident", "incidents.add_incidentmember"],
+        },
+        # Responders run membership with add and change (as in the admin's inline); removing is a change.
+        "member_remove": {"DELETE": ["incidents.view_incident", "incidents.change_incidentmember"]},
+        "alerts": {"GET": ["incidents.view_incident", "incidents.view_alert"]},
     }
 
     def get_queryset(self):
@@ -123,6 +139,7 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         "acknowledge": AcknowledgeInputSerializer,
         "timeline": NoteInputSerializer,
         "roles": RoleAssignInputSerializer,
+        "members": MemberAddInputSerializer,
         "customer_reports": CustomerReportInputSerializer,
     }
 
@@ -290,6 +307,75 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
             return Response(RoleAssignmentSerializer(assignment).data, status=status.HTTP_201_CREATED)
         page = self.paginate_queryset(incident.role_assignments.select_related("user", "assigned_by"))
         return self.get_paginated_response(RoleAssignmentSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Relieve a role without a successor",
+        description="Ends the assignment now (a handover goes through POST roles/). Relieving the commander "
+        "leaves the incident without one. Relieving an assignment that already ended changes nothing.",
+        request=None,
+        responses={200: RoleAssignmentSerializer},
+    )
+    @action(detail=True, methods=["post"], url_path=r"roles/(?P<assignment_id>\d{1,18})/relieve", filter_backends=[])
+    def relieve(self, request, pk=None, assignment_id=None):
+        incident = self.get_object()
+        assignment = get_object_or_404(RoleAssignment, pk=assignment_id, incident=incident)
+        assignment = services.role_relieve(assignment=assignment, actor=request.user)
+        return Response(RoleAssignmentSerializer(assignment).data)
+
+    @extend_schema(
+        methods=["GET"],
+        summary="An incident's members",
+        description="People added to the incident without a role (they see it while it is restricted).",
+        responses=IncidentMemberSerializer(many=True),
+    )
+    @extend_schema(
+        methods=["POST"],
+        summary="Add a member",
+        description="Lets someone see a restricted incident without giving them a role; on the timeline. "
+        "Adding someone who already is a member changes nothing (200).",
+        request=MemberAddInputSerializer,
+        responses={201: IncidentMemberSerializer, 200: IncidentMemberSerializer},
+    )
+    @action(detail=True, methods=["get", "post"], filter_backends=[])
+    def members(self, request, pk=None):
+        incident = self.get_object()
+        if request.method == "POST":
+            user = self.validated()["user"]
+            existed = IncidentMember.objects.filter(incident=incident, user=user).exists()
+            member = services.incident_member_add(incident=incident, user=user, actor=request.user)
+            member = IncidentMember.objects.select_related("user", "added_by").get(pk=member.pk)
+            code = status.HTTP_200_OK if existed else status.HTTP_201_CREATED
+            return Response(IncidentMemberSerializer(member).data, status=code)
+        page = self.paginate_queryset(incident.members.select_related("user", "added_by"))
+        return self.get_paginated_response(IncidentMemberSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Remove a member",
+        description="Takes someone off the incident (on the timeline). `notices` says what they leave behind, "
+        "e.g. open action items they still own but can no longer see.",
+        request=None,
+        responses={200: MemberRemovedSerializer},
+    )
+    @action(detail=True, methods=["delete"], url_path=r"members/(?P<username>[\w.@+-]{1,150})", filter_backends=[])
+    def member_remove(self, request, pk=None, username=None):
+        incident = self.get_object()
+        member = get_object_or_404(
+            IncidentMember.objects.select_related("user"), incident=incident, user__username=username
+        )
+        notices = services.incident_member_remove(member=member, actor=request.user)
+        return Response({"user": username, "notices": notices})
+
+    @extend_schema(
+        summary="An incident's alerts",
+        description="The alerts monitoring sent for this incident, newest first, firing and resolved.",
+        responses=AlertSerializer(many=True),
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def alerts(self, request, pk=None):
+        incident = self.get_object()
+        alerts = Alert.objects.filter(incident=incident).select_related("group__integration")
+        page = self.paginate_queryset(alerts)
+        return self.get_paginated_response(AlertSerializer(page, many=True).data)
 
     @INCIDENT_ACTION_SCHEMA[0]
     @INCIDENT_ACTION_SCHEMA[1]

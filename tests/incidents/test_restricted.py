@@ -437,7 +437,7 @@ def operations(schema):
             continue  # subscribers, webhook endpoints, templates: nothing of an incident to leak
         for method, operation in item.items():
             if method in ("get", "post", "put", "patch", "delete"):
-                yield method, path, operation
+                yield method, path.replace("{incident_pk}", "{id}"), operation  # both name the incident
 
 
 def api_object_id(w, path, incident):
@@ -467,6 +467,9 @@ def _path_about_incidents(path):
 
 def fill(w, path):
     path = path.replace("{id}", str(api_object_id(w, path, w.restricted)))
+    # A role assignment and a member of the restricted incident (relieve a role, remove a member).
+    assignment = RoleAssignment.objects.filter(incident=w.restricted).order_by("pk").first()
+    path = path.replace("{assignment_id}", str(assignment.pk)).replace("{username}", w.member.username)
     return path.replace("{slug}", w.service.slug).replace("{level}", "1")
 
 
@@ -477,6 +480,8 @@ def write_body(w, path, method):
         "acknowledge": {"note": "x"},
         "timeline": {"body": "outsider note"},
         "roles": {"role": "expert", "user": w.outsider.username},
+        "members": {"user": w.outsider.username},
+        "relieve": {},
     }.get(last, {"title": "Renamed by an outsider", "restricted": False} if method == "patch" else {})
 
 
@@ -530,6 +535,14 @@ def test_api_matrix_outsider_gets_404_and_sees_nothing(world, schema):
     incident_ops = {(m, p) for m, p in exercised if "{id}" in p}
     # detail GET and PATCH, transition, acknowledge, timeline GET/POST, roles GET/POST at least
     assert len(incident_ops) >= 8, sorted(exercised)
+    for new in (
+        ("get", "/api/v1/incidents/{id}/members/"),
+        ("post", "/api/v1/incidents/{id}/members/"),
+        ("delete", "/api/v1/incidents/{id}/members/{username}/"),
+        ("post", "/api/v1/incidents/{id}/roles/{assignment_id}/relieve/"),
+        ("get", "/api/v1/incidents/{id}/alerts/"),
+    ):
+        assert new in exercised, new
 
 
 def test_api_outsider_cannot_name_a_restricted_incident_as_recurrence_of(world):
@@ -564,7 +577,8 @@ def test_api_matrix_those_allowed_see_it(world, schema, who):
         response = client.get(url)
         assert response.status_code == 200, (who, url, response.status_code)
         if path.startswith("/api/v1/incidents/"):
-            assert leaks(w, response.content.decode()) or path.endswith("/roles/"), (who, url)
+            names_only = path.endswith(("/roles/", "/members/"))  # usernames, nothing of the incident itself
+            assert leaks(w, response.content.decode()) or names_only, (who, url)
             seen += 1
     assert seen >= 4
     roles = client.get(f"/api/v1/incidents/{w.restricted.pk}/roles/").json()["results"]
