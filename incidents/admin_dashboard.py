@@ -161,7 +161,7 @@ def summary_lines(results, changes, scope):
         reopen = results["reopen_rate"]
         lines.append(
             f"Half were resolved within {human_duration(mttr['median'])} of detection (first resolution); "
-            f"{_plural(reopen['count'], 'incident')} of {total:,} reopened afterwards."
+            f"{reopen['count']:,} of {total:,} reopened afterwards."
         )
     if mttd["count"]:
         lines.append(f"Impact was noticed {human_duration(mttd['median'])} after it began (median).")

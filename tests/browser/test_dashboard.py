@@ -79,3 +79,43 @@ def test_dashboard_charts_filter_and_csv(live_server, page):
     assert first.reference not in {r["reference"] for r in rows}
     assert rows[0]["minutes_to_resolve"] == "300.0"
     os.remove(download.path())
+
+
+@pytest.mark.parametrize("width, height", [(1440, 900), (390, 844)])
+def test_dashboard_reads_well_on_desktop_and_phone(live_server, page, width, height):
+    """Summary first, charts inside the screen, no sideways scrolling; screenshots in DASHBOARD_SHOTS if set."""
+    from postmortems import services as review_services
+
+    lead = get_user_model().objects.create_superuser("lead", "lead@example.com", "correct-horse-battery")
+    sev1, sev3 = SeverityFactory(level=1), SeverityFactory(level=3)
+    checkout, search = ServiceFactory(slug="checkout", name="Checkout"), ServiceFactory(slug="search", name="Search")
+    for n in range(12):
+        incident = _incident(
+            f"Incident {n}",
+            (sev1, sev3)[n % 2],
+            (checkout, search)[n % 3 == 0],
+            3 + 6 * n,
+            resolve_after=timedelta(hours=1 + n) if n % 4 else None,
+        )
+        if n % 3 == 0:
+            review = review_services.review_create(incident=incident, actor=lead)
+            review_services.review_factor_add(
+                review=review, actor=lead, category=("capacity", "code_change")[n % 2], description="x"
+            )
+    page.set_viewport_size({"width": width, "height": height})
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/incidents/dashboard/")
+    page.fill("#id_username", "lead")
+    page.fill("#id_password", "correct-horse-battery")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#summary")
+    assert page.locator("#summary li").first.inner_text().startswith("12 incidents detected in these 90 days")
+    assert page.locator("svg#chart-factors rect.bar").count() >= 2
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 1, f"the page scrolls sideways by {overflow}px at {width}px"
+    for chart in ("chart-per-week", "chart-factors", "chart-mix"):
+        box = page.locator(f"svg#{chart}").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width + 1, chart
+    shots = os.environ.get("DASHBOARD_SHOTS")
+    if shots:
+        page.screenshot(path=f"{shots}/dashboard-{width}-first-screen.png")
+        page.screenshot(path=f"{shots}/dashboard-{width}.png", full_page=True)
