@@ -128,6 +128,9 @@ def slack_declare(*, actor, title, level, service_slugs=(), restricted=False, vi
     title = (title or "").strip()
     if not title:
         raise SlackRefused("An incident needs a title.")
+    max_length = Incident._meta.get_field("title").max_length
+    if len(title) > max_length:
+        raise SlackRefused(f"A title has at most {max_length} characters.")
     severity = Severity.objects.filter(level=level).first()
     if severity is None:
         raise SlackRefused("Choose a severity.")

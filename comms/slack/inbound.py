@@ -31,23 +31,30 @@ PIN = "pushpin"
 NOTE_PREFIX = re.compile(r"^\s*note:\s*", re.IGNORECASE)
 
 
+def _ids(*values):
+    return all(isinstance(value, str) and 0 < len(value) <= 32 for value in values)
+
+
 def _relevant(event):
     """(channel, message ts) of an event that may make a note, or None for everything else."""
     kind = event.get("type")
     if kind == "reaction_added" and event.get("reaction") == PIN:
-        item = event.get("item") or {}
-        if item.get("type") == "message":
-            return item.get("channel"), item.get("ts")
+        item = event.get("item")
+        if isinstance(item, dict) and item.get("type") == "message" and _ids(item.get("channel"), item.get("ts")):
+            return item["channel"], item["ts"]
     if kind == "message" and not event.get("subtype") and not event.get("bot_id"):
-        if NOTE_PREFIX.match(event.get("text") or ""):
-            return event.get("channel"), event.get("ts")
+        text = event.get("text")
+        if isinstance(text, str) and NOTE_PREFIX.match(text) and _ids(event.get("channel"), event.get("ts")):
+            return event["channel"], event["ts"]
     return None  # edits, deletions, other reactions, bots, anything else
 
 
 def slack_event_receive(payload):
     """Record an event_callback worth acting on and enqueue it; a retry (same event_id) records nothing."""
-    event, event_id = payload.get("event") or {}, payload.get("event_id")
-    if not event_id or _relevant(event) is None:
+    event, event_id = payload.get("event"), payload.get("event_id")
+    if not isinstance(event, dict) or not isinstance(event_id, str) or not 0 < len(event_id) <= 100:
+        return None
+    if _relevant(event) is None:
         return None
     channel_id, _ts = _relevant(event)
     if incident_for_channel(channel_id) is None:
@@ -67,7 +74,8 @@ def _message(client, channel_id, ts):
     for message in history.get("messages") or []:
         if message.get("ts") == ts:
             return message
-    replies = client.conversations_replies(channel=channel_id, ts=ts, inclusive=True, limit=1)
+    # A reply in a thread: the thread comes back parent first, so ask for the window around this one.
+    replies = client.conversations_replies(channel=channel_id, ts=ts, oldest=ts, latest=ts, inclusive=True, limit=2)
     for message in replies.get("messages") or []:
         if message.get("ts") == ts:
             return message

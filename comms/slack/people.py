@@ -26,6 +26,8 @@ def _fresh(row):
 
 def slack_user_get(slack_id, *, client):
     """The SlackUser for a Slack user id, from the cache or users.info. SlackRefused if Slack cannot say."""
+    if not isinstance(slack_id, str) or not 0 < len(slack_id) <= 32:
+        raise SlackRefused("Slack did not say who you are. Nothing was changed.")
     row = SlackUser.objects.filter(slack_id=slack_id).first()
     if _fresh(row):
         return row

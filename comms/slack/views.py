@@ -23,6 +23,11 @@ NOT_IN_CHANNEL = (
 )
 
 
+def _dict(value):
+    """A part of Slack's payload that should be an object (anything else reads as empty)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _ephemeral(text):
     return JsonResponse({"response_type": "ephemeral", "text": text})
 
@@ -58,35 +63,41 @@ def commands(request):
 
 
 def _modal_values(view):
-    state = (view.get("state") or {}).get("values") or {}
+    state = _dict(_dict(view.get("state")).get("values"))
 
     def value(block):
-        return (state.get(block) or {}).get("value") or {}
+        return _dict(_dict(state.get(block)).get("value"))
 
-    severity = (value("severity").get("selected_option") or {}).get("value") or ""
+    def selected(block):
+        options = value(block).get("selected_options")
+        return [_dict(option).get("value") for option in options] if isinstance(options, list) else []
+
+    severity = str(_dict(value("severity").get("selected_option")).get("value") or "")
     return {
-        "title": value("title").get("value") or "",
+        "title": str(value("title").get("value") or ""),
         "level": int(severity) if severity.isdigit() else None,
-        "service_slugs": [option["value"] for option in value("services").get("selected_options") or []],
-        "restricted": bool(value("restricted").get("selected_options")),
+        "service_slugs": [slug for slug in selected("services") if isinstance(slug, str)],
+        "restricted": bool(selected("restricted")),
     }
 
 
 def _declare_submitted(payload):
-    view = payload.get("view") or {}
+    view = _dict(payload.get("view"))
     client = request_path_client()
     try:
-        actor = django_user_for((payload.get("user") or {}).get("id", ""), client=client)
-        slack_declare(actor=actor, view_id=view.get("id", ""), **_modal_values(view))
+        actor = django_user_for(str(_dict(payload.get("user")).get("id", "")), client=client)
+        slack_declare(actor=actor, view_id=str(view.get("id", ""))[:80], **_modal_values(view))
     except SlackRefused as exc:
         return JsonResponse({"response_action": "errors", "errors": {"title": str(exc)[:150]}})
     return JsonResponse({"response_action": "clear"})
 
 
 def _button_pressed(payload):
-    user_id = (payload.get("user") or {}).get("id", "")
-    channel_id = (payload.get("channel") or {}).get("id", "")
-    for action in (payload.get("actions") or [])[:1]:
+    user_id = str(_dict(payload.get("user")).get("id", ""))
+    channel_id = str(_dict(payload.get("channel")).get("id", ""))
+    actions = payload.get("actions") if isinstance(payload.get("actions"), list) else []
+    for action in actions[:1]:
+        action = _dict(action)
         try:
             actor = django_user_for(user_id, client=request_path_client())
             button_press(action_id=action.get("action_id"), value=action.get("value"), actor=actor)
@@ -105,7 +116,7 @@ def interactions(request):
         return HttpResponseBadRequest("Expected a payload form field with JSON.")
     if not isinstance(payload, dict):
         return HttpResponseBadRequest("Expected a payload form field with a JSON object.")
-    if payload.get("type") == "view_submission" and (payload.get("view") or {}).get("callback_id") == DECLARE_CALLBACK:
+    if payload.get("type") == "view_submission" and _dict(payload.get("view")).get("callback_id") == DECLARE_CALLBACK:
         return _declare_submitted(payload)
     if payload.get("type") == "block_actions":
         return _button_pressed(payload)

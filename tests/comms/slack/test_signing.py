@@ -119,3 +119,64 @@ def test_without_token_and_secret_the_app_is_off_and_nothing_is_enqueued(
 @pytest.mark.django_db
 def test_only_post_is_accepted(slack, client):
     assert client.get("/integrations/slack/events").status_code == 405
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path, body, content_type",
+    [
+        ("interactions", "payload=not-json", "application/x-www-form-urlencoded"),
+        ("interactions", "payload=%5B1%2C2%5D", "application/x-www-form-urlencoded"),
+        ("interactions", "nothing=here", "application/x-www-form-urlencoded"),
+        ("events", "{not json", "application/json"),
+        ("events", "[1, 2]", "application/json"),
+    ],
+)
+def test_signed_but_malformed_bodies_are_400(slack, poster, path, body, content_type):
+    response = poster._post(f"/integrations/slack/{path}", body, content_type)
+    assert response.status_code == 400
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"type": "block_actions", "user": "U0RITA", "actions": "press"},
+        {"type": "block_actions", "user": {"id": ["U0RITA"]}, "actions": [None]},
+        {"type": "view_submission", "view": {"callback_id": "incident_declare", "state": {"values": []}}},
+        {
+            "type": "view_submission",
+            "user": {"id": "U0RITA"},
+            "view": {
+                "callback_id": "incident_declare",
+                "id": 7,
+                "state": {
+                    "values": {
+                        "title": {"value": {"value": "x" * 300}},
+                        "severity": {"value": {"selected_option": {"value": "1"}}},
+                    }
+                },
+            },
+        },
+        {"type": "shortcut"},
+    ],
+)
+def test_odd_payloads_never_500_and_change_nothing(slack, poster, responder, severities, payload):
+    response = poster.interaction(payload)
+    assert response.status_code == 200
+    assert not Incident.objects.exists()
+
+
+@pytest.mark.django_db
+def test_odd_events_are_ignored(slack, poster):
+    for event in (
+        {"type": "event_callback", "event_id": "Ev1", "event": "text"},
+        {"type": "event_callback", "event_id": ["Ev1"], "event": {}},
+        {
+            "type": "event_callback",
+            "event_id": "Ev2",
+            "event": {"type": "reaction_added", "reaction": "pushpin", "item": "x"},
+        },
+    ):
+        assert poster.event(event).status_code == 200
+    assert not SlackEvent.objects.exists()
