@@ -9,12 +9,14 @@ unsubscribe URL also takes the RFC 8058 one-click POST that mail clients send fo
 """
 
 from django import forms
+from django.conf import settings
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from incidents.models import Service, Severity
+from incidents.ratelimit import rate_limit_hit, retry_after
 
 from . import services
 
@@ -35,9 +37,23 @@ class SubscribeForm(forms.Form):
     )
 
 
+SUBSCRIBE_PERIOD = 3600
+
+
 @require_http_methods(["GET", "POST"])
 def subscribe(request):
     form = SubscribeForm(request.POST or None)
+    if request.method == "POST" and rate_limit_hit(
+        scope="subscribe",
+        client=request.META.get("REMOTE_ADDR") or "unknown",
+        limit=settings.COMMS_SUBSCRIBE_PER_ADDRESS_PER_HOUR,
+        period=SUBSCRIBE_PERIOD,
+    ):
+        form.is_valid()  # the form comes back as filled in, with the reason on top
+        form.add_error(None, "Too many subscription requests from your network: try again in an hour.")
+        response = render(request, "comms/subscriptions/subscribe.html", {"form": form}, status=429)
+        response["Retry-After"] = str(retry_after(SUBSCRIBE_PERIOD))
+        return response
     if request.method == "POST" and form.is_valid():
         try:
             services.subscriber_subscribe(

@@ -33,6 +33,18 @@ def deliveries_send(delivery_ids):
     return len(delivery_ids) - len(retries)
 
 
+@shared_task(
+    name="comms.tasks.subscriber_confirmation_send",
+    autoretry_for=services.subscribers.MAIL_ERRORS,
+    retry_backoff=60,
+    retry_backoff_max=1800,  # below the broker's visibility timeout
+    max_retries=48,  # about a day of retries at the longest interval
+)
+def subscriber_confirmation_send(subscriber_id, sent_at):
+    """The mail server was down when someone subscribed: retried until the confirmation goes out."""
+    return services.subscriber_confirmation_send(subscriber_id=subscriber_id, sent_at=sent_at)
+
+
 @shared_task(name="comms.tasks.deliveries_sweep")
 def deliveries_sweep():
     """Beat, every minute: re-enqueue deliveries the broker never got, lost, or left claimed by a dead worker."""

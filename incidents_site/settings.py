@@ -229,6 +229,10 @@ COMMS_DELIVERY_MAX_ATTEMPTS = env.int("COMMS_DELIVERY_MAX_ATTEMPTS", default=6)
 # Subscription confirmation links work this long; subscriber webhooks wait this long for an answer
 # and may not aim at loopback/private addresses unless this is on.
 COMMS_CONFIRM_MAX_AGE = env.int("COMMS_CONFIRM_MAX_AGE", default=7 * 24 * 3600)
+# The public /subscribe/ form (issue 11): one address gets at most one confirmation per RESEND_MINUTES, and
+# one client address may post it this many times an hour (then 429; counted in the cache: share it).
+COMMS_CONFIRM_RESEND_MINUTES = env.int("COMMS_CONFIRM_RESEND_MINUTES", default=10)
+COMMS_SUBSCRIBE_PER_ADDRESS_PER_HOUR = env.int("COMMS_SUBSCRIBE_PER_ADDRESS_PER_HOUR", default=20)
 COMMS_WEBHOOK_TIMEOUT = env.int("COMMS_WEBHOOK_TIMEOUT", default=10)
 COMMS_SUBSCRIBER_WEBHOOK_ALLOW_PRIVATE = env.bool("COMMS_SUBSCRIBER_WEBHOOK_ALLOW_PRIVATE", default=False)
 # Internal updates go to the incident's current role holders and to these addresses (executives,

@@ -49,6 +49,7 @@ from .subscribers import (
     outreach_contacts_for,
     subscriber_confirm,
     subscriber_confirm_url,
+    subscriber_confirmation_send,
     subscriber_create,
     subscriber_delete,
     subscriber_from_unsubscribe_token,

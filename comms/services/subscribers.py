@@ -1,5 +1,8 @@
 """Subscribers: the public double opt-in form, staff and API changes, and who hears of what."""
 
+import logging
+from datetime import timedelta
+from smtplib import SMTPException
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -11,8 +14,11 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from ..enqueue import task_enqueue
 from ..models import OutreachContact, Subscriber
 from ._settings import setting as _setting
+
+log = logging.getLogger("comms.subscriptions")
 
 CONFIRM_SALT = "comms.subscriber.confirm"
 UNSUBSCRIBE_SALT = "comms.subscriber.unsubscribe"
@@ -55,12 +61,52 @@ def _confirmation_send(subscriber):
     message.send()
 
 
+# A mail server that is down (refused, timed out, 4xx/5xx) must not lose the subscription: the row is
+# committed first, and the confirmation is retried by a Celery task until mail works again.
+MAIL_ERRORS = (OSError, SMTPException)
+
+
+def _confirmation_send_or_retry(subscriber):
+    try:
+        _confirmation_send(subscriber)
+    except MAIL_ERRORS:
+        log.warning("could not send the confirmation to subscriber %s now; a task retries it", subscriber.pk)
+        task_enqueue(
+            "subscriber_confirmation_send",
+            subscriber.pk,
+            subscriber.confirmation_sent_at.isoformat(),
+            countdown=60,
+            what=f"the confirmation of subscriber {subscriber.pk}",
+        )
+
+
+def subscriber_confirmation_send(*, subscriber_id, sent_at):
+    """Send (again) the confirmation whose link is dated `sent_at`, unless it is no longer wanted.
+
+    Nothing is sent for a subscriber who has since confirmed, unsubscribed, been deleted or been sent a
+    newer link. Mail errors propagate, so the task retries.
+    """
+    subscriber = Subscriber.objects.filter(pk=subscriber_id).first()
+    if subscriber is None or subscriber.is_active or subscriber.unsubscribed_at is not None:
+        return False
+    if subscriber.confirmation_sent_at is None or subscriber.confirmation_sent_at.isoformat() != sent_at:
+        return False
+    _confirmation_send(subscriber)
+    return True
+
+
+def _confirm_resend_window():
+    return timedelta(minutes=_setting("COMMS_CONFIRM_RESEND_MINUTES", 10))
+
+
 @transaction.atomic
 def subscriber_subscribe(*, email, services=(), min_severity=None):
     """The public form: a new or not yet confirmed address gets a confirmation link (double opt-in).
 
     An address that is already confirmed is left as it is and gets nothing (the form answers the same
-    either way, so it tells nobody who is subscribed). Only the latest confirmation link works.
+    either way, so it tells nobody who is subscribed). Only the latest confirmation link works. An
+    address is sent at most one confirmation per COMMS_CONFIRM_RESEND_MINUTES (the form cannot be used
+    to flood someone's inbox); a request inside that window changes nothing.
     """
     email = _normalise_email(email)
     if not email:
@@ -68,13 +114,20 @@ def subscriber_subscribe(*, email, services=(), min_severity=None):
     subscriber = Subscriber.objects.select_for_update().filter(channel=Subscriber.Channel.EMAIL, email=email).first()
     if subscriber is not None and subscriber.is_active:
         return subscriber
+    now = timezone.now()
+    if (
+        subscriber is not None
+        and subscriber.confirmation_sent_at is not None
+        and now - subscriber.confirmation_sent_at < _confirm_resend_window()
+    ):
+        return subscriber
     if subscriber is None:
         subscriber = Subscriber(channel=Subscriber.Channel.EMAIL, email=email, source=Subscriber.Source.PUBLIC)
     subscriber.min_severity = min_severity
-    subscriber.confirmation_sent_at = timezone.now()
+    subscriber.confirmation_sent_at = now
     subscriber.save()
     subscriber.services.set(services)
-    transaction.on_commit(lambda: _confirmation_send(subscriber))
+    transaction.on_commit(lambda: _confirmation_send_or_retry(subscriber))
     return subscriber
 
 
