@@ -31,7 +31,11 @@ class OutreachForm(forms.ModelForm):
     class Meta:
         model = Outreach
         fields = ("incident", "subject", "body", "tiers", "accounts")
-        widgets = {"tiers": forms.CheckboxSelectMultiple, "body": forms.Textarea(attrs={"rows": 12})}
+        widgets = {
+            "tiers": forms.CheckboxSelectMultiple,
+            "subject": forms.TextInput(attrs={"class": "vLargeTextField"}),
+            "body": forms.Textarea(attrs={"rows": 12, "class": "vLargeTextField"}),
+        }
 
     def clean(self):
         data = super().clean()
@@ -97,6 +101,11 @@ class OutreachAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return obj is None or obj.status == Outreach.Status.DRAFT
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and obj.status == Outreach.Status.SENT:
+            return False  # sent: a record, read only
+        return super().has_change_permission(request, obj)
 
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
