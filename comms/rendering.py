@@ -16,13 +16,16 @@ from django.utils import timezone
 
 from incidents.selectors import incident_impact, incident_impact_text
 
+from .public_name import english_list, incident_public_name
+
 # The fixed list, in the order the help texts show them.
 PLACEHOLDERS = {
-    "incident.title": "The incident's title.",
-    "incident.reference": "Its reference, e.g. INC-1042.",
+    "incident.title": "The incident's title (external updates: its public title, never the internal one).",
+    "incident.reference": "Its reference, e.g. INC-1042 (internal updates only: it never reaches the public).",
     "incident.status": "Its lifecycle status, e.g. Responding.",
     "severity": "Its severity, e.g. SEV1 Critical.",
-    "services": "The affected services (external updates: the public ones only), comma-separated.",
+    "services": "The affected services (external updates: the public ones only): “Checkout and Search”.",
+    "services_are": "The same with its verb, for a sentence: “Checkout is”, “Checkout and Search are”.",
     "status": "The update's public status (Investigating, Identified, …); the incident's status for internal ones.",
     "started_at": "When impact began (detection time if unknown).",
     "detected_at": "When it was detected.",
@@ -76,12 +79,15 @@ def placeholder_values(*, incident, audience, public_status="", now=None):
         status = incident.get_status_display()
     severity = incident.severity
     impact = incident_impact(incident)
+    external = audience == Update.Audience.EXTERNAL
+    names = [s.name for s in services]
     return {
-        "incident.title": incident.title,
-        "incident.reference": incident.reference,
+        "incident.title": incident_public_name(incident, services) if external else incident.title,
+        "incident.reference": "" if external else incident.reference,  # refused in external texts
         "incident.status": incident.get_status_display(),
         "severity": f"{severity.label} {severity.name}",
-        "services": ", ".join(s.name for s in services) or "our services",
+        "services": english_list(names) or "our services",
+        "services_are": f"{english_list(names)} {'is' if len(names) == 1 else 'are'}" if names else "our services are",
         "status": status,
         "started_at": _time(incident.started_at or incident.detected_at),
         "detected_at": _time(incident.detected_at),
@@ -92,6 +98,21 @@ def placeholder_values(*, incident, audience, public_status="", now=None):
         # Revenue figures are for the company's own people, never for customers.
         "customer_impact": incident_impact_text(incident) if audience == Update.Audience.INTERNAL else "",
     }
+
+
+# Placeholders whose value is for the company's own people only.
+INTERNAL_ONLY_PLACEHOLDERS = ("incident.reference",)
+
+
+def internal_only_placeholders(*texts):
+    """The internal-only placeholders these texts use (an external update may not)."""
+    used = []
+    for text in texts:
+        for match in PLACEHOLDER_RE.finditer(text or ""):
+            name = NAME_RE.fullmatch(match[1])
+            if name is not None and name[1] in INTERNAL_ONLY_PLACEHOLDERS and match[0] not in used:
+                used.append(match[0])
+    return used
 
 
 def placeholders_fill(text, values):

@@ -248,6 +248,17 @@ class Incident(models.Model):
     number = models.PositiveIntegerField(unique=True, editable=False)
     title = models.CharField(max_length=200)
     summary = models.TextField(blank=True)
+    # What the public is told (status page, feeds, subscriber e-mails and webhooks), set by
+    # communications (comms): the title and reference above stay internal.
+    public_title = models.CharField(
+        max_length=200,
+        blank=True,
+        editable=False,
+        help_text="The title the public sees. Empty: a neutral one from the public services it affects.",
+    )
+    public_impact = models.TextField(
+        blank=True, editable=False, help_text="What customers notice, in their words (shown publicly)."
+    )
     severity = models.ForeignKey(Severity, on_delete=models.PROTECT, related_name="incidents")
     services = models.ManyToManyField(Service, blank=True, related_name="incidents")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DETECTED, editable=False)

@@ -8,7 +8,8 @@ that is already in effect is a no-op.
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import F, Max, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from .models import (
@@ -107,6 +108,20 @@ def _next_incident_number():
     return counter.last_value
 
 
+# A person declaring, taking a role, writing a note or taking any other step has acknowledged the
+# incident. Alerts are machines; status changes stamp it themselves (a dismissal does not count).
+NOT_ACKNOWLEDGING_KINDS = frozenset({Kind.ALERT, Kind.ACKNOWLEDGED, Kind.STATUS_CHANGED})
+
+
+def _acknowledge_by_working_on(incident, at):
+    """Stamp acknowledged_at once (never before detection) on an open incident a person works on."""
+    stamped = Incident.objects.filter(
+        pk=incident.pk, acknowledged_at__isnull=True, status__in=Incident.OPEN_STATUSES
+    ).update(acknowledged_at=Greatest(Value(at), F("detected_at")))
+    if stamped and incident.acknowledged_at is None:
+        incident.acknowledged_at = Incident.objects.values_list("acknowledged_at", flat=True).get(pk=incident.pk)
+
+
 def timeline_event_record(*, incident, kind, actor=None, occurred_at=None, body="", data=None):
     """The one place timeline rows are written. Callers hold the incident's transaction."""
     event = TimelineEvent.objects.create(
@@ -115,6 +130,8 @@ def timeline_event_record(*, incident, kind, actor=None, occurred_at=None, body=
     Incident.objects.filter(pk=incident.pk, last_activity_at__lt=event.occurred_at).update(
         last_activity_at=event.occurred_at
     )
+    if actor is not None and kind not in NOT_ACKNOWLEDGING_KINDS:
+        _acknowledge_by_working_on(incident, event.occurred_at)
     transaction.on_commit(
         lambda: timeline_event_committed.send(
             sender=TimelineEvent, event_id=event.pk, incident_id=incident.pk, kind=event.kind
@@ -317,12 +334,15 @@ def incident_severity_change(*, incident, severity, actor, note="", at=None):
 
 
 EDITABLE_FIELDS = ("title", "summary", "started_at", "detected_at", "recurrence_of")
+# The public identity: changed here (timeline, version) but only through comms' service, which checks
+# that the person may speak for the company in public.
+PUBLIC_FIELDS = ("public_title", "public_impact")
 
 
 @transaction.atomic
 def incident_update(*, incident, actor, expected_version=None, services=None, **fields):
     """Edit an incident's details. With expected_version, an edit based on a stale copy is refused."""
-    unknown = set(fields) - set(EDITABLE_FIELDS)
+    unknown = set(fields) - set(EDITABLE_FIELDS) - set(PUBLIC_FIELDS)
     if unknown:
         raise IncidentError(f"These fields cannot be edited here: {', '.join(sorted(unknown))}.")
     incident = _lock(incident)

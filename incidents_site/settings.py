@@ -136,6 +136,8 @@ STORAGES = {
 # E-mail: django-environ's URL forms (smtp://, consolemail://, filemail:///path).
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="incidents@localhost")
+# Seconds an SMTP connection waits before giving up (a hung server must not hold a delivery claim).
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # Security: strict unless DEBUG; each can be relaxed from the environment (e.g. behind a proxy
@@ -217,12 +219,15 @@ MAINTENANCE_NOTICE_HOURS = env.int("MAINTENANCE_NOTICE_HOURS", default=24)
 WEBHOOK_TIMEOUT_SECONDS = env.int("WEBHOOK_TIMEOUT_SECONDS", default=10)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
 WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)
-# Subscriber deliveries (fan-out of published updates): deliveries per Celery task; a claimed one
-# whose worker died is taken over after CLAIM_TIMEOUT seconds (keep it above CELERY_TASK_TIME_LIMIT);
-# the sweep re-enqueues pending ones the broker never got after SWEEP_AFTER seconds and ones lost by
-# the broker after REQUEUE_AFTER (keep it at or above the broker's visibility timeout).
+# Subscriber deliveries (fan-out of published updates): deliveries per Celery task; a worker renews
+# its claim on a chunk every CLAIM_HEARTBEAT seconds, and a claim not renewed for CLAIM_TIMEOUT seconds
+# (its worker died) is taken over (keep it above HEARTBEAT plus the longest single send: the webhook
+# timeout, EMAIL_TIMEOUT); the sweep re-enqueues pending ones the broker never got after SWEEP_AFTER
+# seconds, and ones lost by the broker after REQUEUE_AFTER, or after CLAIM_TIMEOUT while no worker
+# claims anything (a crashed worker's reserved messages).
 COMMS_DELIVERY_CHUNK_SIZE = env.int("COMMS_DELIVERY_CHUNK_SIZE", default=50)
-COMMS_DELIVERY_CLAIM_TIMEOUT = env.int("COMMS_DELIVERY_CLAIM_TIMEOUT", default=900)
+COMMS_DELIVERY_CLAIM_TIMEOUT = env.int("COMMS_DELIVERY_CLAIM_TIMEOUT", default=120)
+COMMS_DELIVERY_CLAIM_HEARTBEAT = env.int("COMMS_DELIVERY_CLAIM_HEARTBEAT", default=30)
 COMMS_DELIVERY_SWEEP_AFTER = env.int("COMMS_DELIVERY_SWEEP_AFTER", default=60)
 COMMS_DELIVERY_REQUEUE_AFTER = env.int("COMMS_DELIVERY_REQUEUE_AFTER", default=3600)
 COMMS_DELIVERY_MAX_ATTEMPTS = env.int("COMMS_DELIVERY_MAX_ATTEMPTS", default=6)

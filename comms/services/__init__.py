@@ -5,6 +5,7 @@
 - deliveries:   one row per recipient of a published update, sent by Celery
 - nudges:       update-cadence reminders and acknowledgement escalation
 - maintenance:  scheduled maintenance and its notices
+- public:       an incident's public identity (public title, impact statement)
 - enqueue:      the one place work is handed to Celery (services never import comms.tasks)
 
 The names below are the package's interface: `from comms import services; services.update_publish(…)`.
@@ -44,6 +45,7 @@ from .maintenance import (
     maintenance_transition,
 )
 from .nudges import ack_escalation_sweep, nudge_send, nudges_send_pending, update_cadence_sweep
+from .public import incident_public_identity_set
 from .subscribers import (
     SubscriberError,
     outreach_contacts_for,

@@ -5,6 +5,7 @@ Subscribers hear of published external updates; stakeholders (the incident's act
 internal ones; direct-outreach contacts of external ones when the severity's policy says so.
 """
 
+import http.client
 import json
 import logging
 import smtplib
@@ -17,6 +18,7 @@ from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.db import transaction
 from django.db.models import Count, F, Q
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 
 from incidents.models import RoleAssignment
@@ -24,7 +26,9 @@ from incidents.models import RoleAssignment
 from .. import webhooks
 from ..enqueue import task_enqueue
 from ..models import Delivery, Subscriber, Update
+from ..public_name import incident_public_name
 from ..rendering import markdown_render
+from ..status import public_ids
 from . import email_merge
 from ._settings import setting as _setting
 from .subscribers import _normalise_email, outreach_contacts_for, subscriber_list_for, subscriber_unsubscribe_url
@@ -156,8 +160,11 @@ def update_deliveries_fan_out(*, update_id):
 
 
 def deliveries_sweep(*, now=None):
-    """Beat, every minute: re-enqueue deliveries the broker never got (down at publish time), lost
-    ones (pending long after enqueueing) and ones claimed by a worker that died (sending too long)."""
+    """Beat, every minute: re-enqueue deliveries the broker never got (down at publish time), ones
+    claimed by a worker that died (sending, claim not renewed for the claim timeout) and lost ones:
+    pending after enqueueing, either for REQUEUE_AFTER, or for a claim timeout while no worker has
+    claimed anything (messages a crashed worker had reserved come back from Redis only after its
+    visibility timeout, an hour; an idle queue means they are not simply waiting their turn)."""
     now = now or timezone.now()
     never = Q(state=Delivery.State.PENDING, enqueued_at__isnull=True) & Q(
         created_at__lt=now - timedelta(seconds=_setting("COMMS_DELIVERY_SWEEP_AFTER", 60))
@@ -166,6 +173,9 @@ def deliveries_sweep(*, now=None):
         state=Delivery.State.PENDING,
         enqueued_at__lt=now - timedelta(seconds=_setting("COMMS_DELIVERY_REQUEUE_AFTER", 3600)),
     )
+    idle = not Delivery.objects.filter(claimed_at__gte=now - _claim_timeout()).exists()
+    if idle:
+        lost |= Q(state=Delivery.State.PENDING, enqueued_at__lt=now - _claim_timeout())
     stale = Q(state=Delivery.State.SENDING, claimed_at__lt=now - _claim_timeout())
     ids = list(
         Delivery.objects.filter(never | lost | stale)
@@ -176,7 +186,7 @@ def deliveries_sweep(*, now=None):
 
 
 def _claim_timeout():
-    return timedelta(seconds=_setting("COMMS_DELIVERY_CLAIM_TIMEOUT", 900))
+    return timedelta(seconds=_setting("COMMS_DELIVERY_CLAIM_TIMEOUT", 120))
 
 
 class DeliveryProgress(dict):
@@ -204,20 +214,42 @@ def _message_domain():
     return urlsplit(settings.SITE_URL).hostname or "localhost"
 
 
+def subject_status_tag(public_status, headline):
+    """"[Resolved] " before a subject, unless the headline already says it ("Resolved: Checkout")."""
+    label = public_status or "Update"
+    return "" if headline.lower().startswith(label.lower()) else f"[{label}] "
+
+
 def _update_context(update):
+    """What an update's messages say. External ones name the incident publicly (never its internal
+    title or reference); internal ones go to the company's own people and may."""
     incident = update.incident
     body_html = update.body_html
     if not body_html:
         body_html = markdown_render(update.body)
-    return {
+    external = update.audience == Update.Audience.EXTERNAL
+    name = incident_public_name(incident) if external else incident.title
+    headline = getattr(update, "title", "") or name
+    public_status = update.get_public_status_display() if update.public_status else ""
+    context = {
         "update": update,
-        "incident": incident,
-        "headline": getattr(update, "title", "") or incident.title,
-        "public_status": update.get_public_status_display() if update.public_status else "",
+        "headline": headline,
+        "public_status": public_status,
+        "subject_tag": subject_status_tag(public_status, headline),
         "body_html": body_html,
         "status_page_url": settings.SITE_URL + "/status/",
         "site_url": settings.SITE_URL,
     }
+    if external:
+        context |= {
+            "incident_name": name,
+            "public_impact": incident.public_impact,
+            "incident_url": settings.SITE_URL + reverse("status:incident", args=[public_ids.encode("incident", incident.pk)]),
+            "incident_public_id": public_ids.encode("incident", incident.pk),
+        }
+    else:
+        context["incident"] = incident
+    return context
 
 
 def _message_id(delivery):
@@ -245,15 +277,21 @@ def _email_for(delivery, context):
 
 
 def _webhook_payload(delivery, context):
-    update, incident = delivery.update, delivery.update.incident
+    update = delivery.update
     if delivery.channel == Subscriber.Channel.SLACK:
         status = f" — {context['public_status']}" if context["public_status"] else ""
         return {"text": f"*{context['headline']}*{status}\n{update.body}\n<{context['status_page_url']}|Status page>"}
     return {
         "event": "update.published",
-        "incident": {"reference": incident.reference, "title": context["headline"]},
+        "incident": {  # its public identity only: never the internal title or reference
+            "id": context["incident_public_id"],
+            "name": context["incident_name"],
+            "impact_statement": context["public_impact"],
+            "url": context["incident_url"],
+        },
+        "headline": context["headline"],
         "update": {
-            "id": update.pk,
+            "id": public_ids.encode("update", update.pk),
             "status": update.public_status,
             "body": update.body,
             "body_html": context["body_html"],
@@ -283,7 +321,8 @@ def _post_webhook(delivery, context):
         status, excerpt, _location = webhooks.destination_post(
             destination, body, headers, _setting("COMMS_WEBHOOK_TIMEOUT", 10)
         )
-    except OSError as error:
+    except (OSError, http.client.HTTPException) as error:
+        # HTTPException: a malformed answer (no status line, bad headers) is a failed attempt, retried.
         raise DeliveryRetry(f"{type(error).__name__}: {error}"[:500]) from None
     if 200 <= status < 300:
         return
@@ -339,12 +378,20 @@ def _send_one(delivery, context, connection):
         _post_webhook(delivery, context)
 
 
+def _claim_heartbeat():
+    return timedelta(seconds=_setting("COMMS_DELIVERY_CLAIM_HEARTBEAT", 30))
+
+
 def deliveries_send(*, delivery_ids):
     """Claim these deliveries, send each, mark each sent straight after its send.
 
     Claim: one conditional UPDATE (pending -> sending, or sending whose claim is older than the claim
     timeout: its worker died). A delivery already sent, failed, or claimed by a live worker is skipped,
-    so a duplicate message does nothing. Returns [(delivery_id, attempts)] to retry later.
+    so a duplicate message does nothing. While it works through the chunk the worker renews its claim
+    every COMMS_DELIVERY_CLAIM_HEARTBEAT seconds, so the claim timeout can be short (a crashed worker's
+    rows are taken over within minutes) without a slow chunk being taken over while it is alive.
+    Any failure of one delivery (a malformed HTTP answer, a bug in a template) is that delivery's:
+    it is retried, and the rest of the chunk is sent. Returns [(delivery_id, attempts)] to retry later.
     """
     now = timezone.now()
     claimable = Q(state=Delivery.State.PENDING) | Q(state=Delivery.State.SENDING, claimed_at__lt=now - _claim_timeout())
@@ -360,19 +407,29 @@ def deliveries_send(*, delivery_ids):
     )
     retries, contexts = [], {}
     max_attempts = _setting("COMMS_DELIVERY_MAX_ATTEMPTS", 6)
+    claim = now  # the claim's stamp: rows still carrying it are this worker's
     connection = get_connection()
     try:
-        for delivery in rows:
-            ours = Delivery.objects.filter(pk=delivery.pk, state=Delivery.State.SENDING, claimed_at=now)
-            context = contexts.get(delivery.update_id)
-            if context is None:
-                context = contexts[delivery.update_id] = _update_context(delivery.update)
+        for index, delivery in enumerate(rows):
+            if timezone.now() - claim >= _claim_heartbeat():
+                renewed = timezone.now()
+                Delivery.objects.filter(
+                    pk__in=[row.pk for row in rows[index:]], state=Delivery.State.SENDING, claimed_at=claim
+                ).update(claimed_at=renewed)
+                claim = renewed
+            ours = Delivery.objects.filter(pk=delivery.pk, state=Delivery.State.SENDING, claimed_at=claim)
             try:
+                context = contexts.get(delivery.update_id)
+                if context is None:
+                    context = contexts[delivery.update_id] = _update_context(delivery.update)
                 _send_one(delivery, context, connection)
             except _Permanent as error:
                 ours.update(state=Delivery.State.FAILED, last_error=str(error)[:2000])
                 continue
-            except DeliveryRetry as error:
+            except Exception as error:  # noqa: BLE001 - DeliveryRetry, or anything unforeseen: retry this one
+                if not isinstance(error, DeliveryRetry):
+                    delivery_log.exception("delivery %s failed unexpectedly; it will be retried", delivery.pk)
+                    error = f"{type(error).__name__}: {error}"
                 connection.close()
                 if delivery.attempts >= max_attempts:
                     ours.update(state=Delivery.State.FAILED, last_error=f"gave up after {delivery.attempts} attempts: {error}"[:2000])

@@ -49,6 +49,16 @@ def update_placeholders_check(**texts):
             raise error
 
 
+def update_internal_placeholders_check(**texts):
+    """External texts: raise UpdateError naming an internal-only placeholder ({{ incident.reference }})."""
+    for field, text in texts.items():
+        used = rendering.internal_only_placeholders(text)
+        if used:
+            error = UpdateError(f"{', '.join(used)} is internal: it never reaches the public. Leave it out.")
+            error.field = field
+            raise error
+
+
 def update_content_check(*, audience, public_status, body, components):
     if audience not in Update.Audience.values:
         raise UpdateError(f"Unknown audience {audience!r}: internal or external.")
@@ -60,6 +70,10 @@ def update_content_check(*, audience, public_status, body, components):
         raise UpdateError("Only external updates carry a public status.")
     if not (body or "").strip():
         raise UpdateError("An update needs a body.")
+    if len(body) > rendering.BODY_MAX_CHARS:
+        error = UpdateError(f"The body is {len(body):,} characters long: at most {rendering.BODY_MAX_CHARS:,}.")
+        error.field = "body"
+        raise error
     if components:
         if audience != Update.Audience.EXTERNAL:
             raise UpdateError("Only external updates name status-page components.")
@@ -86,6 +100,8 @@ def _components_set(update, components):
 def update_preview(*, incident, audience, public_status="", title="", body="", now=None):
     """(title, body, html) as they would read if published now: placeholders filled, Markdown rendered."""
     update_placeholders_check(title=title, body=body)
+    if audience == Update.Audience.EXTERNAL:
+        update_internal_placeholders_check(title=title, body=body)
     values = rendering.placeholder_values(
         incident=incident, audience=audience, public_status=public_status, now=now
     )
@@ -277,7 +293,9 @@ def update_correct(*, update, actor, title=None, body=None):
     original = _lock_update(update)
     if original.status != Update.Status.PUBLISHED:
         raise UpdateStepError("Only a published update can be corrected; edit the draft instead.")
-    pending = original.corrections.exclude(status=Update.Status.PUBLISHED).order_by("id").first()
+    # Correcting a correction corrects the same original: it stands in the original's place.
+    root = original.corrects if original.corrects_id is not None else original
+    pending = root.corrections.exclude(status=Update.Status.PUBLISHED).order_by("id").first()
     if pending is not None:
         return pending
     correction = Update(
@@ -287,7 +305,7 @@ def update_correct(*, update, actor, title=None, body=None):
         title=original.title if title is None else title,
         body=original.body if body is None else body,
         template=original.template,
-        corrects=original,
+        corrects=root,
         author=actor,
     )
     update_content_check(audience=correction.audience, public_status=correction.public_status, body=correction.body,

@@ -30,7 +30,7 @@ class UpdatesFeed(Feed):
         return selectors.public_updates_for_feed()
 
     def item_title(self, update):
-        name = update.public_title or update.incident.title
+        name = update.public_name
         label = selectors.STATUS_LABELS[update.public_status]
         if update.corrects_id:
             label = f"Correction ({label})"

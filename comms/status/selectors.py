@@ -5,16 +5,19 @@ never from models directly. The rules:
 
 - An incident is public when it is not restricted and has at least one published external update.
   Restricted incidents never appear publicly, whatever was published on them.
-- Of an incident, the public sees its public name (the latest published external update's title,
-  else the incident's title), its impact (from the severity level: 1 critical, 2 major, 3 minor,
+- Of an incident, the public sees its public name (the public title communications set, else a
+  neutral one from its public services: comms/public_name.py) and impact statement, its impact (from the severity level: 1 critical, 2 major, 3 minor,
   4 and below none), when impact started, and its published external updates. Never its summary,
   notes, timeline, roles, people, severity labels, internal reference or internal updates.
 - Of an update, only published external ones, with their public status, sanitised body and the
   public services they name (non-public services are left out).
+- An incident's public status follows its published external updates (resolving it internally does
+  not resolve it publicly). Updates count in their place in the sequence: a correction stands where
+  the update it corrects stood, so publishing a correction of an older update never moves the page back.
 - Components are the public services (`Service.is_public`), grouped by ServiceGroup. A component's
-  status is the worst status given to it by the latest published external update of each unresolved
-  public incident; otherwise under_maintenance while a maintenance covering it is in progress;
-  otherwise operational.
+  status is the worst status its unresolved public incidents left it at: an update that names it
+  sets it, and it carries over until a later update changes it (as on Atlassian Statuspage);
+  otherwise under_maintenance while a maintenance covering it is in progress; otherwise operational.
 - Scheduled maintenances are written for the public: those on at least one public service are shown,
   with their public services only (work on internal services only stays internal).
 
@@ -26,6 +29,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Exists, OuterRef, Prefetch, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
@@ -36,6 +40,7 @@ from comms.models import (
     Update,
     UpdateComponent,
 )
+from comms.public_name import incident_public_name
 from incidents.models import Incident, Service
 
 from . import public_ids
@@ -43,6 +48,8 @@ from . import public_ids
 HISTORY_DAYS = 90
 RECENT_LIMIT = 50
 UNRESOLVED_PUBLIC = ("investigating", "identified", "monitoring")
+# Newest first in the sequence of updates: a correction stands where the update it corrects stood.
+SEQUENCE_DESC = (Coalesce("corrects__published_at", "published_at").desc(), "-published_at", "-id")
 
 # Worst last. Maintenance ranks below every outage: an incident on a component under maintenance wins.
 COMPONENT_RANK = {
@@ -155,6 +162,8 @@ class PublicIncident:
     resolved_at: object
     updates: list  # newest first
     components: list
+    impact_statement: str = ""  # what customers notice, as communications put it
+    component_statuses: dict = field(default_factory=dict)  # component pk -> status the updates left it at
     kind = "incident"
 
     @property
@@ -247,7 +256,7 @@ def published_external_updates():
 def public_incident_queryset():
     """Incidents the public may know of, annotated with what the public documents need."""
     published = published_external_updates().filter(incident=OuterRef("pk"))
-    latest = published.order_by("-published_at", "-id")
+    latest = published.order_by(*SEQUENCE_DESC)
     return (
         Incident.objects.filter(is_restricted=False)
         .filter(Exists(published))
@@ -255,12 +264,12 @@ def public_incident_queryset():
             public_first_at=Subquery(published.order_by("published_at", "id").values("published_at")[:1]),
             public_last_at=Subquery(latest.values("published_at")[:1]),
             public_latest_status=Subquery(latest.values("public_status")[:1]),
-            public_title=Subquery(latest.exclude(title="").values("title")[:1]),
         )
         .select_related("severity")
         .only(
             "id",
-            "title",
+            "public_title",
+            "public_impact",
             "status",
             "severity__level",
             "started_at",
@@ -285,13 +294,16 @@ def public_incident_queryset():
                     )
                 ),
                 to_attr="public_updates",
-            )
+            ),
+            Prefetch("services", queryset=Service.objects.filter(is_public=True).only("id", "name"), to_attr="public_services"),
         )
     )
 
 
 def _unresolved_condition():
-    return Q(status__in=Incident.OPEN_STATUSES, public_latest_status__in=UNRESOLVED_PUBLIC)
+    # The public state follows published updates only: resolving internally drafts the resolving
+    # update for review (comms.services.resolution) instead of resolving the page silently.
+    return Q(public_latest_status__in=UNRESOLVED_PUBLIC)
 
 
 def _maintenance_queryset():
@@ -374,21 +386,21 @@ def _components():
 # ---- building the public objects --------------------------------------------------------------------
 
 
-def _public_status(incident):
-    latest = incident.public_latest_status
-    if incident.status not in Incident.OPEN_STATUSES and latest in UNRESOLVED_PUBLIC:
-        return "resolved"  # resolved internally before a resolving update was published
-    return latest
+def _sequence_key(update, by_pk):
+    """Where an update stands in the incident's sequence: a correction takes its original's place."""
+    original = by_pk.get(update.corrects_id)
+    return (original.published_at if original is not None else update.published_at, update.published_at, update.pk)
 
 
 def _build_incident(incident, components_by_pk):
-    status = _public_status(incident)
-    updates = []
-    by_pk = {}
-    current = {}  # component pk -> status, as the updates so far left it
+    status = incident.public_latest_status
+    rows = incident.public_updates  # oldest first, by publication
+    originals = {update.pk: update for update in rows}
+    current = {}  # component pk -> status, as the updates so far left it (carried over until changed)
+    affected_by_pk = {}
     monitoring_at = resolved_at = None
     named = {}
-    for update in incident.public_updates:  # oldest first
+    for update in sorted(rows, key=lambda u: _sequence_key(u, originals)):  # in the sequence they stand for
         affected = []
         for row in update.public_components:
             component = components_by_pk.get(row.service_id)
@@ -397,6 +409,15 @@ def _build_incident(incident, components_by_pk):
             affected.append(AffectedComponent(component, current.get(row.service_id, "operational"), row.status))
             current[row.service_id] = row.status
             named[row.service_id] = component
+        affected_by_pk[update.pk] = affected
+        if update.public_status == "monitoring" and monitoring_at is None:
+            monitoring_at = update.published_at
+        if update.public_status in ("resolved", "postmortem") and resolved_at is None:
+            resolved_at = update.published_at
+        if update.public_status in UNRESOLVED_PUBLIC:
+            resolved_at = None  # reopened publicly
+    updates, by_pk = [], {}
+    for update in rows:
         public = PublicUpdate(
             pk=update.pk,
             id=public_ids.encode("update", update.pk),
@@ -404,27 +425,21 @@ def _build_incident(incident, components_by_pk):
             body=update.body,
             body_html=update.body_html,
             published_at=update.published_at,
-            affected=affected,
+            affected=affected_by_pk[update.pk],
             corrects=by_pk.get(update.corrects_id),
         )
         by_pk[update.pk] = public
         updates.append(public)
-        if update.public_status == "monitoring" and monitoring_at is None:
-            monitoring_at = update.published_at
-        if update.public_status in ("resolved", "postmortem") and resolved_at is None:
-            resolved_at = update.published_at
-        if update.public_status in UNRESOLVED_PUBLIC:
-            resolved_at = None  # reopened publicly
     if status in UNRESOLVED_PUBLIC:
         resolved_at = None
     elif resolved_at is None:
-        resolved_at = incident.resolved_at or incident.closed_at or incident.public_last_at
+        resolved_at = incident.public_last_at
     updated_at = max(t for t in (incident.public_last_at, resolved_at) if t is not None)
     updates.reverse()
     return PublicIncident(
         pk=incident.pk,
         id=public_ids.encode("incident", incident.pk),
-        name=incident.public_title or incident.title,
+        name=incident_public_name(incident, incident.public_services),
         status=status,
         impact=impact_for(incident.severity),
         created_at=incident.public_first_at,
@@ -434,6 +449,8 @@ def _build_incident(incident, components_by_pk):
         resolved_at=resolved_at,
         updates=updates,
         components=sorted(named.values(), key=lambda c: c.name),
+        impact_statement=incident.public_impact,
+        component_statuses=current,
     )
 
 
@@ -529,12 +546,11 @@ def status_page(*, incidents=None, maintenances=None, now=None):
     active = [m for m in open_maintenances if m.status != ScheduledMaintenance.Status.SCHEDULED]
     upcoming = [m for m in open_maintenances if m.status == ScheduledMaintenance.Status.SCHEDULED]
 
-    # Component statuses from the latest published update of each unresolved incident, then maintenance.
+    # Component statuses as each unresolved incident's updates left them, then maintenance.
     given = {}
     for incident in unresolved:
-        latest = incident.updates[0]
-        for affected in latest.affected:
-            given.setdefault(affected.component.pk, []).append(affected.new_status)
+        for pk, status in incident.component_statuses.items():
+            given.setdefault(pk, []).append(status)
     in_maintenance = {
         c.pk for m in active if m.status == ScheduledMaintenance.Status.IN_PROGRESS for c in m.components
     }
@@ -596,23 +612,24 @@ def _page_updated_at(page, now):
 
 
 def public_updates_for_feed(limit=RECENT_LIMIT):
-    """The latest published external updates of public incidents, newest first (for the Atom feed)."""
-    incident_title = Subquery(
-        published_external_updates()
-        .filter(incident=OuterRef("incident_id"))
-        .exclude(title="")
-        .order_by("-published_at", "-id")
-        .values("title")[:1]
-    )
-    return list(
+    """The latest published external updates of public incidents, newest first (for the Atom feed).
+
+    Each carries `public_name`: its incident's public name (never the internal title)."""
+    updates = list(
         published_external_updates()
         .filter(incident__is_restricted=False)
         .select_related("incident", "corrects")
-        .annotate(public_title=incident_title)
+        .prefetch_related(
+            Prefetch(
+                "incident__services",
+                queryset=Service.objects.filter(is_public=True).only("id", "name"),
+                to_attr="public_services",
+            )
+        )
         .only(
             "id",
             "incident__id",
-            "incident__title",
+            "incident__public_title",
             "public_status",
             "body_html",
             "published_at",
@@ -621,3 +638,6 @@ def public_updates_for_feed(limit=RECENT_LIMIT):
         )
         .order_by("-published_at", "-id")[:limit]
     )
+    for update in updates:
+        update.public_name = incident_public_name(update.incident, update.incident.public_services)
+    return updates

@@ -155,3 +155,15 @@ def maintenance_scheduled(*, services, name="Database upgrade", body="We upgrade
         scheduled_until=start + (lasts if lasts is not None else timedelta(hours=2)),
         **kwargs,
     )
+
+
+# ---- Public identity ----
+
+
+def named(incident, public_title):
+    """Give the incident a public title straight in the table (tests of the service use the service)."""
+    from incidents.models import Incident
+
+    Incident.objects.filter(pk=incident.pk).update(public_title=public_title)
+    incident.public_title = public_title
+    return incident

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from comms import services
 from comms.models import Delivery, Subscriber, Update
+from comms.status import public_ids
 from incidents import services as incident_services
 from tests.comms.factories import OutreachContactFactory, SubscriberFactory, UpdateFactory
 from tests.incidents.factories import ServiceFactory, SeverityFactory, UserFactory, declare
@@ -221,7 +222,7 @@ def test_webhook_answers_decide_sent_retry_or_failed(checkout, public_dns, djang
     assert retries == [(busy.pk, 1)] and "503" in busy.last_error
     assert "410" in Delivery.objects.get(address="https://gone.example.com/hook").last_error
     bodies = posted(post)
-    assert bodies["ok.example.com"]["update"]["id"] == update.pk
+    assert bodies["ok.example.com"]["update"]["id"] == public_ids.encode("update", update.pk)  # no database ids
     assert "Checkout errors" in bodies["slack.example.com"]["text"]
     # The retry succeeds later; after the last attempt a temporary failure is final.
     with answering(lambda host: (200, "")):
@@ -311,8 +312,9 @@ def test_sending_a_chunk_costs_a_constant_number_of_queries_per_delivery(
     update = published(declare("Checkout errors", services=[checkout]))
     fan_out(update, django_capture_on_commit_callbacks)
     ids = list(Delivery.objects.values_list("pk", flat=True))
-    # Claim (1) + load (1) + one "sent" per delivery + the unsubscribe link (no query).
-    with django_assert_max_num_queries(2 + len(ids)):
+    # Claim (1) + load (1) + the incident's public services for its public name (1) + one "sent" per
+    # delivery + the unsubscribe link (no query).
+    with django_assert_max_num_queries(3 + len(ids)):
         services.deliveries_send(delivery_ids=ids)
     assert Delivery.objects.filter(state="sent").count() == 30 and len(mail.outbox) == 30
 

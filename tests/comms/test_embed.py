@@ -70,7 +70,9 @@ def test_a_resolved_incident_leaves_the_document(client, world):
     assert embed(client, "checkout")["incidents"] == []
     other = declare("Checkout slow", severity=world["severity"], services=[world["checkout"]])
     published_update(other, components=[(world["checkout"], "degraded_performance")])
-    drive(other, "resolved")  # resolved internally, no resolving update yet: resolved publicly too
+    drive(other, "resolved")  # resolved internally: public until its resolving update is published
+    assert len(embed(client, "checkout")["incidents"]) == 1
+    published_update(other, public_status="resolved")
     assert embed(client, "checkout")["incidents"] == []
 
 

@@ -48,7 +48,11 @@ def world(db):
 
 def publish(world, incident, *, status="investigating", title="Checkout is slow", body="We are looking into it.",
             components=None):  # fmt: skip
-    """An external update through the services, as the admin and the API publish one."""
+    """An external update through the services, as the admin and the API publish one; the incident is
+    named publicly by the same title (its public identity, issue 12)."""
+    comms_services.incident_public_identity_set(
+        incident=incident, actor=world["writer"], public_title=title, public_impact=""
+    )
     draft = comms_services.update_draft_create(
         incident=incident,
         actor=world["writer"],
@@ -182,11 +186,14 @@ def test_a_resolution_shows_everywhere_within_a_second(client, world):
     assert time.monotonic() - started < 1
 
 
-def test_resolving_the_incident_itself_shows_without_a_resolved_update(client, world):
+def test_publishing_the_resolving_update_shows_at_once(client, world):
     incident = declare("Checkout errors", severity=world["severity"], services=[world["checkout"]])
     publish(world, incident)
     assert '"incidents": []' not in client.get("/status/api/v2/incidents/unresolved.json").content.decode()
     incident_services.incident_transition(incident=incident, to="resolved", actor=world["writer"])
+    # Resolving internally does not resolve publicly (issue 12): the resolving update does.
+    assert client.get("/status/api/v2/incidents/unresolved.json").json()["incidents"] != []
+    publish(world, incident, status="resolved", components=[(world["checkout"], "operational")])
     assert client.get("/status/api/v2/incidents/unresolved.json").json()["incidents"] == []
     assert client.get("/status/api/v2/status.json").json()["status"]["indicator"] == "none"
 

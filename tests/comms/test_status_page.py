@@ -14,7 +14,7 @@ from comms import services as comms_services
 from comms.models import ScheduledMaintenance
 from comms.status import public_ids, selectors
 from incidents.models import ServiceGroup
-from tests.comms.factories import maintenance_scheduled, published_update
+from tests.comms.factories import maintenance_scheduled, named, published_update
 from tests.incidents.factories import ServiceFactory, SeverityFactory, UserFactory, declare, drive
 
 pytestmark = pytest.mark.django_db
@@ -93,11 +93,16 @@ def test_a_resolved_incident_no_longer_colours_its_components(client, world):
     assert doc["status"]["indicator"] == "none"
 
 
-def test_resolving_internally_resolves_publicly_even_without_a_resolving_update(client, world, sev3):
-    """Public statuses are not the lifecycle: the mapping is explicit (see selectors)."""
+def test_resolving_internally_does_not_resolve_publicly_until_the_resolving_update_is_published(client, world, sev3):
+    """Public statuses follow published updates (issue 12): resolving the incident drafts the resolving
+    update for review (tests/comms/test_public_identity.py) instead of resolving the page silently."""
     incident = declare("Checkout slow", severity=sev3, services=[world["checkout"]])
     published_update(incident, components=[(world["checkout"], "degraded_performance")])
     drive(incident, "resolved")
+    doc = summary(client)
+    assert [i["status"] for i in doc["incidents"]] == ["investigating"]
+    assert component(doc, "Checkout API")["status"] == "degraded_performance"
+    published_update(incident, public_status="resolved", components=[(world["checkout"], "operational")])
     doc = summary(client)
     assert doc["incidents"] == []
     assert component(doc, "Checkout API")["status"] == "operational"
@@ -179,7 +184,7 @@ def test_page_lists_upcoming_and_active_maintenance(client, world):
 
 
 def test_open_incident_shows_its_published_updates_newest_first_with_corrections(client, world, sev2):
-    incident = declare("Internal title", severity=sev2, services=[world["checkout"]])
+    incident = named(declare("Internal title", severity=sev2, services=[world["checkout"]]), "Checkout errors")
     t0 = timezone.now() - timedelta(hours=1)
     first = published_update(incident, title="Checkout errors", body="We see **errors**.", published_at=t0)
     published_update(incident, public_status="identified", title="Checkout errors", body="Found the cause.",
@@ -189,7 +194,7 @@ def test_open_incident_shows_its_published_updates_newest_first_with_corrections
 
     page = client.get("/status/").content.decode()
     assert "Current incidents" in page and "Checkout errors" in page
-    assert "Internal title" not in page  # the published title names the incident publicly
+    assert "Internal title" not in page  # the public title names the incident publicly
     positions = [page.index(text) for text in ("not billing", "Found the cause.", "We see <strong>errors</strong>.")]
     assert positions == sorted(positions)  # newest first
     assert "Correction" in page and "Corrects the update of" in page
@@ -202,12 +207,14 @@ def test_open_incident_shows_its_published_updates_newest_first_with_corrections
 
 
 def test_incidents_resolved_in_the_last_90_days_are_listed(client, world, sev3):
-    recent = declare("Recent blip", severity=sev3)
-    published_update(recent, title="Recent blip")
+    recent = named(declare("Recent blip", severity=sev3), "Recent blip")
+    published_update(recent, title="Recent blip", published_at=timezone.now() - timedelta(minutes=5))
     drive(recent, "resolved")
-    old = declare("Ancient outage", severity=sev3, detected_at=timezone.now() - timedelta(days=120))
+    published_update(recent, public_status="resolved")
+    old = named(declare("Ancient outage", severity=sev3, detected_at=timezone.now() - timedelta(days=120)), "Ancient outage")
     published_update(old, title="Ancient outage", published_at=timezone.now() - timedelta(days=119))
     drive(old, "resolved", at=timezone.now() - timedelta(days=118))
+    published_update(old, public_status="resolved", published_at=timezone.now() - timedelta(days=118))
     quiet = declare("Never announced", severity=sev3)
     drive(quiet, "resolved")
 
@@ -258,6 +265,9 @@ def test_published_through_the_real_workflow_appears_everywhere(client, world, s
         components=[(world["checkout"], "degraded_performance")],
     )
     assert "Slow checkouts" not in client.get("/status/").content.decode()  # a draft is not public
+    comms_services.incident_public_identity_set(
+        incident=incident, actor=comms, public_title="Slow checkouts", public_impact="Checkouts take longer."
+    )
     comms_services.update_publish(update=draft, actor=comms)
 
     assert "Checkouts take longer than usual on Checkout API." in client.get("/status/").content.decode()

@@ -9,7 +9,7 @@ from comms import rendering
 from comms import services as comms
 from comms.models import ComponentStatus, Update
 from incidents.models import TimelineEvent
-from tests.comms.factories import UpdateTemplateFactory
+from tests.comms.factories import UpdateTemplateFactory, named
 from tests.incidents.factories import ServiceFactory, SeverityFactory, UserFactory, declare, drive
 
 pytestmark = pytest.mark.django_db
@@ -70,8 +70,9 @@ def draft(incident, actor, **kwargs):
 
 
 def test_template_placeholders_are_filled_by_plain_substitution(incident, writer):
+    named(incident, "Slow checkout")
     template = UpdateTemplateFactory(
-        title="{{ incident.reference }}: {{status}}",
+        title="{{ incident.title }}: {{status}}",
         body="{{ incident.title }} hits {{ services }} ({{ severity }}). Next update by {{ next_update_at }}. "
         "See {{ status_page_url }}.",
     )
@@ -82,16 +83,22 @@ def test_template_placeholders_are_filled_by_plain_substitution(incident, writer
     title, body, html = comms.update_preview(
         incident=incident, audience=EXTERNAL, public_status="investigating", title=update.title, body=update.body
     )
-    assert title == f"{incident.reference}: Investigating"
+    # External updates name the incident by its public title, never the internal one.
+    assert title == "Slow checkout: Investigating"
     # Only public services are named to customers.
-    assert body.startswith("Checkout errors hits Checkout (SEV1 Critical). Next update by ")
+    assert body.startswith("Slow checkout hits Checkout (SEV1 Critical). Next update by ")
     assert "Ledger" not in body and "http://" in body and "/status/" in body
-    assert "Checkout errors hits Checkout" in html
+    assert "Slow checkout hits Checkout" in html and "Checkout errors" not in body
+    # The internal reference is refused in external texts (internal ones may use it).
+    with pytest.raises(comms.UpdateError, match="internal"):
+        comms.update_preview(incident=incident, audience=EXTERNAL, public_status="investigating",
+                             title="{{ incident.reference }}")  # fmt: skip
+    assert comms.update_preview(incident=incident, audience=INTERNAL, title="{{ incident.reference }}")[0] == incident.reference
 
 
 def test_internal_updates_name_every_service(incident, writer):
     _title, body, _html = comms.update_preview(incident=incident, audience=INTERNAL, body="{{ services }}")
-    assert body == "Checkout, Ledger DB"
+    assert body == "Checkout and Ledger DB"
 
 
 @pytest.mark.parametrize(
@@ -110,7 +117,7 @@ def test_template_engine_syntax_is_never_evaluated(incident, writer):
     body = "{% load static %}{% now 'Y' %} {{ incident.title }}"
     update = draft(incident, writer, body=body)
     _title, filled, html = comms.update_preview(incident=incident, audience=EXTERNAL, body=update.body)
-    assert filled == "{% load static %}{% now 'Y' %} Checkout errors"
+    assert filled == "{% load static %}{% now 'Y' %} Service disruption: Checkout"  # its neutral public name
     assert "{% load static %}" in html and "{% now" in html
 
 
@@ -267,13 +274,13 @@ def test_publishing_records_the_timeline_freezes_the_text_and_creates_deliveries
         return real(update=update)
 
     monkeypatch.setattr(comms.updates, "update_deliveries_create", spy)  # where publishing looks it up
-    update = draft(incident, writer, title="{{ incident.reference }} update", body="Next by {{ next_update_at }}.")
+    update = draft(incident, writer, title="{{ incident.title }} update", body="Next by {{ next_update_at }}.")
     comms.update_submit(update=update, actor=writer)
     comms.update_approve(update=update, actor=reviewer)
     with django_capture_on_commit_callbacks(execute=True):
         update = comms.update_publish(update=update, actor=reviewer)
     assert calls == [(update.pk, S.PUBLISHED)]
-    assert update.title == f"{incident.reference} update" and "{{" not in update.body
+    assert update.title == "Service disruption: Checkout update" and "{{" not in update.body
     due = update.published_at + timedelta(minutes=30)
     assert timezone.localtime(due).strftime(rendering.TIME_FORMAT) in update.body
     event = TimelineEvent.objects.get(incident=incident, kind=TimelineEvent.Kind.UPDATE_PUBLISHED)
