@@ -143,12 +143,12 @@ def slack_declare(*, actor, title, level, service_slugs=(), restricted=False, vi
                 event_id=f"view:{view_id}", defaults={"kind": "view_submission", "state": SlackEvent.State.DONE}
             )
             if not created:
-                return Incident.objects.get(pk=marker.payload["incident"])
+                return marker.incident
         incident = incident_declare(
             title=title, severity=severity, actor=actor, services=services, restricted=restricted
         )
         if view_id:
-            SlackEvent.objects.filter(pk=marker.pk).update(payload={"incident": incident.pk}, result=incident.reference)
+            SlackEvent.objects.filter(pk=marker.pk).update(incident=incident, result=incident.reference)
         return incident
 
     return _done(declare)

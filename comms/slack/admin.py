@@ -77,13 +77,11 @@ class SlackCallAdmin(ReadOnlyAdmin):
 
 @admin.register(SlackEvent)
 class SlackEventAdmin(ReadOnlyAdmin):
-    list_display = ("received_at", "kind", "event_id", "state", "result")
+    list_display = ("received_at", "kind", "event_id", "incident", "state", "result")
     list_filter = ("state", "kind")
+    list_select_related = ("incident",)
     readonly_fields = [f.name for f in SlackEvent._meta.fields]
     show_full_result_count = False
-
-    def get_queryset(self, request):
-        return admin.ModelAdmin.get_queryset(self, request)  # events name channels, not incidents
 
 
 @admin.register(SlackChannel)

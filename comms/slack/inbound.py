@@ -57,11 +57,12 @@ def slack_event_receive(payload):
     if _relevant(event) is None:
         return None
     channel_id, _ts = _relevant(event)
-    if incident_for_channel(channel_id) is None:
+    incident = incident_for_channel(channel_id)
+    if incident is None:
         return None
     try:
         with transaction.atomic():
-            row = SlackEvent.objects.create(event_id=event_id, kind=event["type"], payload=payload)
+            row = SlackEvent.objects.create(event_id=event_id, kind=event["type"], incident=incident, payload=payload)
     except IntegrityError:
         return None  # Slack retried an event we already have
     transaction.on_commit(lambda: task_enqueue("slack_event_process", row.pk, what=f"Slack event {row.pk}"))

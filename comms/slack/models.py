@@ -60,6 +60,7 @@ class SlackEvent(models.Model):
 
     event_id = models.CharField(max_length=100, unique=True, help_text="Slack's event_id (or the modal's view id).")
     kind = models.CharField(max_length=50)
+    incident = models.ForeignKey(Incident, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     payload = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     result = models.TextField(blank=True)

@@ -47,3 +47,26 @@ def test_off_when_not_configured(settings, admin_client):
 def test_people_without_the_permission_do_not_see_it(client, responder):
     client.force_login(responder)
     assert client.get(URL).status_code == 403
+
+
+def test_rows_of_a_restricted_incident_are_hidden_from_who_may_not_see_it(slack, client, severities):
+    from django.contrib.auth.models import Permission
+
+    from comms.slack.models import SlackChannel, SlackEvent
+    from tests.incidents.factories import UserFactory
+
+    secret = declare("Leaked credentials", severity=severities[1], actor=None, restricted=True)
+    SlackCall.objects.create(kind="channel_sync", incident=secret, last_error="boom")
+    SlackEvent.objects.create(
+        event_id="Ev0SECRET", kind="message", incident=secret, payload={"event": {"text": "note: keys"}}
+    )
+    SlackChannel.objects.create(incident=secret, channel_id="G0SECRET", name="inc-leaked-credentials")
+    auditor = UserFactory(username="auditor")
+    auditor.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_slackcall", "view_slackevent", "view_slackchannel"])
+    )
+    client.force_login(auditor)
+    for url in (URL, "/admin/comms/slackevent/", "/admin/comms/slackchannel/"):
+        page = client.get(url).content.decode()
+        assert "Leaked credentials" not in page and secret.reference not in page and "G0SECRET" not in page, url
+        assert "0 Slack" in page, url
