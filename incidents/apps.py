@@ -11,6 +11,7 @@ class IncidentsConfig(AppConfig):
         from . import (
             admin_accounts,  # noqa: F401  registers AccountAdmin, AccountTierAdmin and the CSV import
             admin_autocomplete,
+            admin_customer_cost,  # noqa: F401  the dashboard's customer-cost page
             admin_customer_reports,  # noqa: F401  registers CustomerReportAdmin
             admin_dashboard,  # noqa: F401  the reliability dashboard page, linked from the admin index
             admin_integrations,  # noqa: F401  registers IntegrationAdmin and the alert records
