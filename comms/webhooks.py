@@ -23,6 +23,7 @@ import json
 import logging
 import socket
 import ssl
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -107,11 +108,35 @@ class Destination:
     addresses: tuple  # every address the host resolved to, all checked
 
 
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix: the last 32 bits are IPv4
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215, local use: never a public destination
+
+
+def _embedded_ipv4(ip):
+    """(IPv4 address, how) for an IPv6 address that reaches an IPv4 one: mapped, 6to4, Teredo or NAT64."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped, None
+    if ip.sixtofour is not None:
+        return ip.sixtofour, "6to4"
+    if ip.teredo is not None:
+        return ip.teredo[1], "Teredo"  # (server, client): the client is the host reached
+    if ip in NAT64_PREFIX:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), "NAT64"
+    return None, None
+
+
 def address_refusal(address):
     """Why webhooks may not go to this IP address (None when it is a public one)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if ip.version == 6:
+        if ip in NAT64_LOCAL:
+            return "local-use NAT64"
+        embedded, how = _embedded_ipv4(ip)
+        if embedded is not None:
+            reason = address_refusal(str(embedded))
+            if reason is None or how is None:
+                return reason
+            return f"{reason} ({how} form of {embedded})"
     for attribute, label in (
         ("is_loopback", "loopback"),
         ("is_link_local", "link-local"),
@@ -198,23 +223,57 @@ def _connection(destination, address, timeout):
 
 
 def destination_post(destination, body, headers, timeout):
-    """(status, body excerpt, Location) of a POST to the first checked address that accepts a connection."""
+    """(status, body excerpt, Location) of a POST to the first checked address that accepts a connection.
+
+    `timeout` bounds the whole delivery, not each read: a receiver that answers a byte every few seconds
+    is cut off when the time is up (its socket is shut down) and this raises TimeoutError.
+    """
+    deadline = time.monotonic() + timeout
     last_error = None
     for address in destination.addresses:
-        connection = _connection(destination, address, timeout)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        connection = _connection(destination, address, remaining)
+        expired = threading.Event()
+
+        def cut_off(connection=connection, expired=expired):
+            expired.set()
+            if connection.sock is not None:
+                try:
+                    connection.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked read
+                except OSError:
+                    pass
+
+        timer = threading.Timer(remaining, cut_off)
+        timer.daemon = True
+        timer.start()
         try:
             try:
                 connection.connect()
             except OSError as exc:
+                if expired.is_set() or isinstance(exc, TimeoutError):
+                    raise TimeoutError(f"No answer within {timeout} s.") from None
                 last_error = exc
                 continue
             connection.request("POST", destination.target, body=body, headers=headers)
             response = connection.getresponse()
             excerpt = response.read(RESPONSE_EXCERPT_BYTES)
+            if expired.is_set():
+                raise TimeoutError(f"No complete answer within {timeout} s.")
             return response.status, excerpt.decode("utf-8", "replace"), response.getheader("Location")
+        except (OSError, http.client.HTTPException):
+            if expired.is_set():
+                raise TimeoutError(f"No complete answer within {timeout} s.") from None
+            raise
         finally:
+            timer.cancel()
             connection.close()
-    raise last_error or OSError("No address to connect to.")
+    if last_error is not None:
+        raise last_error
+    if destination.addresses:
+        raise TimeoutError(f"No answer within {timeout} s.")
+    raise OSError("No address to connect to.")
 
 
 # ---- endpoints ------------------------------------------------------------------------------------

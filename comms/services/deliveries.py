@@ -27,7 +27,7 @@ from .. import webhooks
 from ..enqueue import task_enqueue
 from ..models import Delivery, Subscriber, Update
 from ..public_name import incident_public_name
-from ..rendering import markdown_render
+from ..rendering import markdown_render, slack_escape
 from ..status import public_ids
 from . import email_merge
 from ._settings import setting as _setting
@@ -279,8 +279,10 @@ def _email_for(delivery, context):
 def _webhook_payload(delivery, context):
     update = delivery.update
     if delivery.channel == Subscriber.Channel.SLACK:
-        status = f" — {context['public_status']}" if context["public_status"] else ""
-        return {"text": f"*{context['headline']}*{status}\n{update.body}\n<{context['status_page_url']}|Status page>"}
+        # Everything written by people is escaped: "<!channel>" in a body must not ping a customer's channel.
+        status = f" — {slack_escape(context['public_status'])}" if context["public_status"] else ""
+        headline, body = slack_escape(context["headline"]), slack_escape(update.body)
+        return {"text": f"*{headline}*{status}\n{body}\n<{context['status_page_url']}|Status page>"}
     return {
         "event": "update.published",
         "incident": {  # its public identity only: never the internal title or reference
