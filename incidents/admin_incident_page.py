@@ -283,6 +283,7 @@ class IncidentPageMixin:
             ("role", self.role_assign_view),
             ("relieve", self.role_relieve_view),
             ("live", self.live_view),
+            ("panels", self.panels_view),
             ("duplicate", self.duplicate_view),
         ]
         return [
@@ -450,12 +451,25 @@ class IncidentPageMixin:
 
     # -- live updates
 
-    def live_view(self, request, object_id):
-        """JSON for the page's poller: the header and actions now, and timeline rows recorded since `since`."""
+    def _incident_for_view(self, request, object_id):
         incident = self.get_queryset(request).filter(pk=unquote(object_id)).select_related("severity", "commander")
         incident = incident.first()
         if incident is None or not self.has_view_permission(request, incident):
             raise Http404
+        return incident
+
+    def panels_view(self, request, object_id):
+        """The other apps' panels (impact, communications, review): fetched by the page once it is shown.
+
+        Some of them search the whole history (similar incidents), so the page itself does not wait for them.
+        """
+        incident = self._incident_for_view(request, object_id)
+        context = {"original": incident, "facts": header_facts(incident), "panels": self._panels(request, incident)}
+        return TemplateResponse(request, "admin/incidents/incident/_follow_up_panels.html", context)
+
+    def live_view(self, request, object_id):
+        """JSON for the page's poller: the header and actions now, and timeline rows recorded since `since`."""
+        incident = self._incident_for_view(request, object_id)
         try:
             since = int(request.GET.get("since", "0"))
         except ValueError:
@@ -539,7 +553,6 @@ class IncidentPageMixin:
                 active_roles=[r for r in roles if r.relieved_at is None],
                 past_roles=[r for r in roles if r.relieved_at is not None],
                 role_form=role_form,
-                panels=self._panels(request, obj),
                 alerts=self._alerts(obj),
                 last_event_id=_latest_event_id(obj),
             )

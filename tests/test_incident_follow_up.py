@@ -14,9 +14,12 @@ pytestmark = pytest.mark.django_db
 
 
 def page(client, incident):
+    """The incident page and its follow-up panels (which the page fetches once it is shown)."""
     response = client.get(reverse("admin:incidents_incident_change", args=[incident.pk]))
     assert response.status_code == 200
-    return response.content.decode()
+    panels = client.get(reverse("admin:incidents_incident_panels", args=[incident.pk]))
+    assert panels.status_code == 200
+    return response.content.decode() + panels.content.decode()
 
 
 def test_a_responder_is_offered_the_review_an_action_item_and_an_update(responder, client):

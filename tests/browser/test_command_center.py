@@ -8,7 +8,6 @@ docs/screenshots/ (shown in the README).
 from pathlib import Path
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from incidents import services
 from incidents.models import Incident, TimelineEvent
@@ -40,11 +39,11 @@ def shot(page, name, width, full_page=False):
 
 @pytest.fixture
 def people(db):
-    User = get_user_model()
-    oncall = User.objects.create_superuser("omar.oncall", "omar@example.com", PASSWORD)
+    # Everyone is a Responder (not a superuser): the person picker must work for them.
+    oncall = UserFactory(username="omar.oncall", groups=["Responders"])
     tina = UserFactory(username="tina.techlead", groups=["Responders"])
     dana = UserFactory(username="dana.desk", groups=["Responders"])
-    for user in (tina, dana):
+    for user in (oncall, tina, dana):
         user.set_password(PASSWORD)
         user.save()
     return {"oncall": oncall, "tina": tina, "dana": dana}
@@ -104,9 +103,13 @@ def test_journey_acknowledge_take_command_assign_note_mitigate_resolve(live_serv
     page.fill("#composer textarea", "Provider confirms a bad deploy on their side; failing over to the backup PSP.")
     page.click("#incident-actions button:has-text('Add note')")
     page.wait_for_selector("text=Note added to the timeline")
+    page.wait_for_selector("#panel-comms")  # the follow-up panels load after the page
     shot(page, "incident-page", width)
     shot(page, "incident-page-full", width, full_page=True)
     assert no_horizontal_scroll(page), "the page scrolls sideways"
+    page.evaluate("window.scrollTo(0, 1500)")  # the header stays at the top while reading the timeline
+    assert page.evaluate("window.scrollY") > 150
+    assert abs(page.evaluate("document.getElementById('incident-header').getBoundingClientRect().top")) < 2
 
     page.fill("#composer textarea", "Backup PSP taking traffic, error rate back to normal.")
     page.click("button[data-to=mitigated]")

@@ -63,6 +63,17 @@
     banner.hidden = false;
   }
 
+  // The other apps' panels (impact, communications, review) load after the page is shown.
+  function loadPanels() {
+    const holder = document.getElementById("follow-up-panels");
+    if (!holder) return;
+    fetch(holder.dataset.url, { credentials: "same-origin" })
+      .then((response) => (response.ok ? response.text() : Promise.reject(response.status)))
+      .then((html) => { holder.innerHTML = html; })
+      .catch(() => { holder.innerHTML = '<section class="panel"><p class="help">Could not load these panels; reload to try again.</p></section>'; });
+  }
+  loadPanels();
+
   function apply(data) {
     document.getElementById("incident-header").innerHTML = data.header;
     const actions = document.getElementById("incident-actions");
@@ -85,6 +96,7 @@
     since = String(data.last_event_id);
     if (data.version !== version) {
       version = data.version;
+      loadPanels();
       if (version !== loadedVersion) {
         const edit = document.getElementById("incident_form");
         const unsaved = edit && dirty(edit);
