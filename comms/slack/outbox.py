@@ -125,6 +125,7 @@ def _channel_open(call, client):
         incident=incident, defaults={"name": channel_name(incident), "is_private": incident.is_restricted}
     )
     if not channel.channel_id:
+        channel.is_private = channel.is_private or incident.is_restricted  # restricted since the row was made
         for suffix in NAME_SUFFIXES:
             name = channel_name(incident, suffix)
             try:
@@ -134,7 +135,9 @@ def _channel_open(call, client):
                 if exc.response.get("error") != "name_taken" or suffix == NAME_SUFFIXES[-1]:
                     raise
         channel.channel_id, channel.name = created["id"], created.get("name", name)
-        SlackChannel.objects.filter(pk=channel.pk).update(channel_id=channel.channel_id, name=channel.name)
+        SlackChannel.objects.filter(pk=channel.pk).update(
+            channel_id=channel.channel_id, name=channel.name, is_private=channel.is_private
+        )
     _invite(channel, incident, client)
     if not channel.header_ts:
         _header_post(channel, incident, client)

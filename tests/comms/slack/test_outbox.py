@@ -195,3 +195,18 @@ def test_a_channel_update_that_fails_or_was_stuck_gives_way_to_a_newer_one_waiti
     outbox.slack_sweep()
     assert SlackCall.objects.get(pk=updates[1].pk).state == "done"
     assert list(SlackCall.objects.filter(kind="channel_sync", state="pending")) == [waiting]
+
+
+def test_a_taken_channel_name_gets_a_suffix(slack, severities, django_capture_on_commit_callbacks):
+    from comms.slack.models import SlackChannel
+
+    with django_capture_on_commit_callbacks() as committed:
+        incident = declare("Checkout errors", severity=severities[3], actor=None)
+    name = f"inc-{incident.number}-checkout-errors"
+    slack.channels[name] = "C0OLD"  # left from an earlier install, say
+    with django_capture_on_commit_callbacks(execute=True):
+        for callback in committed:
+            callback()
+    assert [c["name"] for c in slack.to("conversations.create")] == [name, f"{name}-2"]
+    channel = SlackChannel.objects.get(incident=incident)
+    assert channel.name == f"{name}-2" and channel.channel_id != "C0OLD"
