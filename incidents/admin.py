@@ -19,11 +19,11 @@ from .admin_lists import (
     AcknowledgedFilter,
     LargeTablePaginator,
     NeedsFilter,
+    OpenListColumns,
     OpenStatusFilter,
     apply_to_each,
     bounded_actions,
     dismiss_as_duplicate,
-    needs_badges,
     page_number,
     with_update_due_from,
 )
@@ -620,21 +620,19 @@ class IncidentAdmin(IncidentPageMixin, admin.ModelAdmin):
         return TemplateResponse(request, "admin/incidents/incident/duplicate.html", context)
 
 @admin.register(OpenIncident)
-class OpenIncidentAdmin(IncidentAdmin):
+class OpenIncidentAdmin(OpenListColumns, IncidentAdmin):
     """The 3 a.m. screen: what is open, worst first, then oldest, and which rows need someone."""
 
     change_list_template = "admin/incidents/openincident/change_list.html"
     list_display = (
         "reference",
-        "title",
-        "severity_badge",
-        "status",
+        "title_and_services",
+        "severity_and_status",
         "needs_someone",
         "commander",
-        "age",
-        "last_update",
-        "service_list",
+        "open_for",
     )
+    list_display_links = ("reference", "title_and_services")
     list_filter = (OpenStatusFilter, "severity", NeedsFilter, AcknowledgedFilter, ServiceFilter, CommanderFilter)
     ordering = ("severity__level", "detected_at", "id")
 
@@ -648,9 +646,8 @@ class OpenIncidentAdmin(IncidentAdmin):
     def has_add_permission(self, request):
         return False  # declaring happens on the incident add page; the list links to it
 
-    @admin.display(description="needs someone")
-    def needs_someone(self, incident):
-        return needs_badges(incident)
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {"title": "Open incidents", **(extra_context or {})})
 
     def get_urls(self):
         return admin.ModelAdmin.get_urls(self)

@@ -21,8 +21,7 @@ from django.db.models.functions import Coalesce
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.html import format_html_join
-from django.utils.timesince import timesince
+from django.utils.html import format_html, format_html_join
 
 from . import services
 from .models import Incident, Severity
@@ -198,24 +197,38 @@ def with_update_due_from(queryset):
     return queryset.annotate(update_due_from=Coalesce(last, "detected_at"))
 
 
-def _per_severity(now, minutes_field, condition):
-    """OR over the severities (a handful of rows) of condition(severity, cutoff): portable date arithmetic."""
+def _per_severity(now, minutes_field, condition, severities=None):
+    """OR over the severities (a handful of rows) of condition(cutoff): portable date arithmetic."""
     q = Q(pk__in=[])
-    for severity in Severity.objects.all():
+    for severity in Severity.objects.all() if severities is None else severities:
         q |= Q(severity=severity) & condition(now - timedelta(minutes=getattr(severity, minutes_field)))
     return q
 
 
-def unacknowledged_late(now):
-    return _per_severity(
-        now, "ack_target_minutes", lambda cutoff: Q(acknowledged_at__isnull=True, detected_at__lt=cutoff)
-    )
+def unacknowledged_late(now, severities=None):
+    """Open incidents not acknowledged within their severity's target."""
+
+    def late(cutoff):
+        return Q(acknowledged_at__isnull=True, detected_at__lt=cutoff)
+
+    return _per_severity(now, "ack_target_minutes", late, severities)
 
 
-def update_overdue(now):
+def update_overdue(now, severities=None):
+    """Incidents whose next update is overdue (needs the with_update_due_from annotation)."""
     if not _last_update_sources:
         return Q(pk__in=[])
-    return _per_severity(now, "update_interval_minutes", lambda cutoff: Q(update_due_from__lt=cutoff))
+    return _per_severity(now, "update_interval_minutes", lambda cutoff: Q(update_due_from__lt=cutoff), severities)
+
+
+def short_duration(delta):
+    """12 min, 19 h, 3 d: read at a glance in a narrow column."""
+    minutes = max(int(delta.total_seconds() // 60), 0)
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // (24 * 60)} d"
 
 
 def needs(incident, now=None):
@@ -225,27 +238,48 @@ def needs(incident, now=None):
     if incident.acknowledged_at is None:
         waiting = now - incident.detected_at
         if waiting > timedelta(minutes=severity.ack_target_minutes):
-            flags.append(
-                (
-                    "unacknowledged",
-                    f"unacknowledged {timesince(incident.detected_at, now)} (target {severity.ack_target_minutes} min)",
-                )
-            )
+            target = f"{severity.ack_target_minutes} min"
+            flags.append(("unacknowledged", f"unacknowledged {short_duration(waiting)} (target {target})"))
     due_from = getattr(incident, "update_due_from", None)
     if _last_update_sources and due_from is not None:
         due = due_from + timedelta(minutes=severity.update_interval_minutes)
         if due < now:
-            flags.append(("update", f"update overdue by {timesince(due, now)}"))
+            flags.append(("update", f"update overdue {short_duration(now - due)}"))
     if incident.commander_id is None:
         flags.append(("commander", "no commander"))
     return flags
 
 
-def needs_badges(incident):
-    flags = needs(incident)
-    if not flags:
-        return "—"
-    return format_html_join(" ", '<span class="needs needs-{}">{}</span>', flags)
+class OpenListColumns:
+    """Columns of the open-incidents list, narrow enough for 1440 px with the sidebar and the filters."""
+
+    @admin.display(description="needs someone")
+    def needs_someone(self, incident):
+        flags = needs(incident)
+        if not flags:
+            return "—"
+        return format_html_join(" ", '<span class="needs needs-{}">{}</span>', flags)
+
+    @admin.display(description="title / services", ordering="title")
+    def title_and_services(self, incident):
+        names = ", ".join(s.name for s in incident.services.all())
+        return format_html('{}<div class="services">{}</div>', incident.title, names) if names else incident.title
+
+    @admin.display(description="severity / status", ordering="severity__level")
+    def severity_and_status(self, incident):
+        return format_html(
+            '{}<div class="status">{}</div>', self.severity_badge(incident), incident.get_status_display()
+        )
+
+    @admin.display(description="open for", ordering="detected_at")
+    def open_for(self, incident):
+        """How long it has been open, and how long since its timeline last moved."""
+        now = timezone.now()
+        return format_html(
+            '{}<div class="quiet">quiet {}</div>',
+            short_duration(now - incident.detected_at),
+            short_duration(now - incident.last_activity_at),
+        )
 
 
 class OpenStatusFilter(admin.SimpleListFilter):

@@ -21,3 +21,6 @@ class IncidentsConfig(AppConfig):
 
         admin_autocomplete.install()  # people pickers for those who assign people, NUL-safe terms
         admin_log.install()  # "Recent actions" leaves out incidents the reader may not see
+        from . import admin_home
+
+        admin_home.install()  # the home page leads with what is open; the sidebar links the dashboard

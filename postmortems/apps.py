@@ -9,7 +9,10 @@ class PostmortemsConfig(AppConfig):
         from incidents.demo import demo_step_register
         from incidents.services import member_removal_notice_register, transition_guard_register
 
-        from . import metrics  # noqa: F401  registers the action-item metrics with incidents.metrics
+        from . import (
+            admin_home,  # noqa: F401  the admin home's "my overdue action items"
+            metrics,  # noqa: F401  registers the action-item metrics with incidents.metrics
+        )
         from .demo import demo_action_items, demo_review_publish
         from .services import action_items_left_notice, review_close_guard
 

@@ -1,6 +1,7 @@
 """The admin's incident lists (issue 15, "Lists"): the open-incidents view, counts and paging on large
 tables, bounded list actions, and query counts that do not grow with the rows shown."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -76,8 +77,9 @@ def test_open_list_flags_rows_that_need_someone(admin_client, admin_user):
     services.role_assign(incident=quiet, role="commander", user=admin_user, actor=admin_user)
 
     page = admin_client.get(OPEN_URL).content.decode()
-    assert "unacknowledged 12" in page and "(target 5 min)" in page
-    assert "update overdue by 15" in page
+    # (a slow machine may take a minute or two to get here)
+    assert re.search(r"unacknowledged 1[2-4] min \(target 5 min\)", page)
+    assert re.search(r"update overdue 1[5-7] min", page)
     assert page.count('class="needs needs-commander"') == 2  # the late and the fresh one
 
     def refs(needs):
