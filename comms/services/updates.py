@@ -74,10 +74,6 @@ def update_content_check(*, audience, public_status, body, components):
         error = UpdateError(f"The body is {len(body):,} characters long: at most {rendering.BODY_MAX_CHARS:,}.")
         error.field = "body"
         raise error
-    if len(body) > rendering.BODY_MAX_CHARS:
-        error = UpdateError(f"The body is {len(body):,} characters long: at most {rendering.BODY_MAX_CHARS:,}.")
-        error.field = "body"
-        raise error
     if components:
         if audience != Update.Audience.EXTERNAL:
             raise UpdateError("Only external updates name status-page components.")
