@@ -15,6 +15,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from incidents.mailing import subject_line
 from incidents.models import (
     Incident,
     RoleAssignment,
@@ -927,7 +928,7 @@ def _reminder_message(reminder, address, today):
         "escalate_after_days": settings.ACTION_ITEM_ESCALATE_AFTER_DAYS,
     }
     name = "escalation" if reminder.kind == ActionItemReminder.Kind.ESCALATION else "reminder"
-    subject = " ".join(render_to_string(f"postmortems/email/action_item_{name}_subject.txt", context).split())
+    subject = subject_line(render_to_string(f"postmortems/email/action_item_{name}_subject.txt", context))
     body = render_to_string(f"postmortems/email/action_item_{name}.txt", context)
     return EmailMessage(subject=subject, body=body, to=[address])
 

@@ -21,6 +21,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from incidents.mailing import subject_line
 from incidents.models import RoleAssignment
 
 from .. import webhooks
@@ -267,7 +268,7 @@ def _email_for(delivery, context):
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     kind = "internal" if update.audience == Update.Audience.INTERNAL else "external"
     message = EmailMultiAlternatives(
-        subject=render_to_string(f"comms/email/update_{kind}_subject.txt", context).strip(),
+        subject=subject_line(render_to_string(f"comms/email/update_{kind}_subject.txt", context)),
         body=render_to_string(f"comms/email/update_{kind}.txt", context),
         to=[delivery.address],
         headers=headers,

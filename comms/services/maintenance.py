@@ -12,6 +12,8 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from incidents.mailing import subject_line
+
 from ..enqueue import task_enqueue
 from ..models import MaintenanceNotice, MaintenanceUpdate, ScheduledMaintenance, Subscriber
 from ..rendering import markdown_render
@@ -188,7 +190,7 @@ def _maintenance_email(notice, context, connection):
     unsubscribe_url = subscriber_unsubscribe_url(subscriber)
     context = {**context, "subscriber": subscriber, "unsubscribe_url": unsubscribe_url}
     message = EmailMultiAlternatives(
-        subject=render_to_string("comms/status/email/maintenance_subject.txt", context).strip(),
+        subject=subject_line(render_to_string("comms/status/email/maintenance_subject.txt", context)),
         body=render_to_string("comms/status/email/maintenance.txt", context),
         to=[subscriber.email],
         connection=connection,

@@ -5,12 +5,14 @@ import smtplib
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.mail import EmailMultiAlternatives
 from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from incidents.mailing import subject_line
 from incidents.models import Incident, RoleAssignment
 
 from ..models import IncidentNudge
@@ -38,7 +40,41 @@ def _nudge_recipients(incident, kind):
         ordered = (commander, contact)
     else:  # acknowledgement escalation: the configured contact, its commander otherwise
         ordered = (contact, commander)
-    return next(([e] for e in ordered if e), [])
+    return _first_who_may_see(incident, [e for e in ordered if e])
+
+
+def _address_sees(incident, address):
+    """Whether an active user with this e-mail address may see the incident."""
+    users = get_user_model().objects.filter(email__iexact=address, is_active=True)
+    return any(Incident.objects.visible_to(user).filter(pk=incident.pk).exists() for user in users)
+
+
+def _first_who_may_see(incident, addresses):
+    """[the first address], preferring, for a restricted incident, one whose person may see it."""
+    if incident.is_restricted:
+        addresses = [a for a in addresses if _address_sees(incident, a)] or addresses
+    return addresses[:1]
+
+
+# A restricted incident's reminder to an address whose person may not see it (the escalation contact is
+# often a shared mailbox): it says that something needs attention and nothing of what.
+REDACTED_SUBJECT = "A restricted incident needs attention"
+REDACTED_BODY = (
+    "An incident you are a contact for needs attention ({what}).\n\n"
+    "It is restricted: its details are shown only to its participants, and this address is not one of them. "
+    "If you should be, ask an administrator to add you; otherwise tell the incident team through your usual channel.\n"
+    "{site_url}/admin/\n"
+)
+
+
+def _nudge_text(nudge, context):
+    """(subject, body) of a reminder: the templates, or nothing of the incident for those who may not see it."""
+    incident = nudge.incident
+    if incident.is_restricted and not all(_address_sees(incident, a) for a in nudge.recipients):
+        what = "not acknowledged in time" if nudge.kind == IncidentNudge.Kind.ACK_ESCALATION else "an update is due"
+        return REDACTED_SUBJECT, REDACTED_BODY.format(what=what, site_url=settings.SITE_URL)
+    subject = subject_line(render_to_string("comms/email/nudge_subject.txt", context))
+    return subject, render_to_string("comms/email/nudge.txt", context)
 
 
 def _nudges_create(candidates):
@@ -115,9 +151,10 @@ def nudge_send(*, nudge_id):
         "ack_target": incident.severity.ack_target_minutes,
     }
     try:
+        subject, body = _nudge_text(nudge, context)
         EmailMultiAlternatives(
-            subject=render_to_string("comms/email/nudge_subject.txt", context).strip(),
-            body=render_to_string("comms/email/nudge.txt", context),
+            subject=subject,
+            body=body,
             to=nudge.recipients,
             headers={"Message-ID": f"<nudge-{nudge.pk}@{_message_domain()}>"},
         ).send()

@@ -14,6 +14,8 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from incidents.mailing import subject_line
+
 from ..enqueue import task_enqueue
 from ..models import OutreachContact, Subscriber
 from ._settings import setting as _setting
@@ -54,7 +56,7 @@ def subscriber_unsubscribe_url(subscriber):
 def _confirmation_send(subscriber):
     context = {"subscriber": subscriber, "confirm_url": subscriber_confirm_url(subscriber), "site_url": settings.SITE_URL}
     message = EmailMultiAlternatives(
-        subject=render_to_string("comms/email/confirm_subject.txt", context).strip(),
+        subject=subject_line(render_to_string("comms/email/confirm_subject.txt", context)),
         body=render_to_string("comms/email/confirm.txt", context),
         to=[subscriber.email],
     )
