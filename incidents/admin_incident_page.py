@@ -54,6 +54,7 @@ KIND_FILTERS = {
             Kind.SEVERITY_CHANGED,
             Kind.FIELDS_CHANGED,
             Kind.RESTRICTION_CHANGED,
+            Kind.MERGED,
         ),
     ),
     "roles": ("Roles", (Kind.ROLE_ASSIGNED, Kind.ROLE_RELIEVED, Kind.MEMBER_ADDED, Kind.MEMBER_REMOVED)),
@@ -557,6 +558,8 @@ class IncidentPageMixin:
                 last_event_id=_latest_event_id(obj),
             )
             context["media"] = context["media"] + role_form.media
+            # The page is a work surface: it uses the whole width (and skips rendering the model list).
+            context["is_nav_sidebar_enabled"] = False
         return super().render_change_form(request, context, add, change, form_url, obj)
 
 
