@@ -5,7 +5,7 @@ import re
 from django.conf import settings
 from django.urls import reverse
 
-from incidents.models import Incident, TimelineEvent
+from incidents.models import Incident, Severity, TimelineEvent
 
 Status = Incident.Status
 Kind = TimelineEvent.Kind
@@ -112,7 +112,11 @@ def announcement_text(event, incident):
         to = Status(data["to"]).label.lower() if data.get("to") in Status.values else incident.get_status_display()
         return f"{ref} is now *{to}*{_by(event)}."
     if event.kind == Kind.SEVERITY_CHANGED:
-        return f"{ref}: severity SEV{data.get('from')} → *SEV{data.get('to')}*{_by(event)}."
+        labels = dict(
+            Severity.objects.filter(level__in=[data.get("from"), data.get("to")]).values_list("level", "label")
+        )
+        before, after = (labels.get(data.get(end), f"level {data.get(end)}") for end in ("from", "to"))
+        return f"{ref}: severity {before} → *{after}*{_by(event)}."
     if event.kind == Kind.ROLE_ASSIGNED and data.get("role") == "commander":
         previous = f" from {data['from']}" if data.get("from") else ""
         return f"{ref}: *{data.get('to')}* took command{previous}."

@@ -116,9 +116,7 @@ def test_a_note_changes_nothing_in_the_channel(slack, responder, opened, django_
     assert not slack.to("chat.update")
 
 
-def test_a_published_internal_update_is_announced(
-    slack, responder, opened, django_capture_on_commit_callbacks
-):
+def test_a_published_internal_update_is_announced(slack, responder, opened, django_capture_on_commit_callbacks):
     from comms.services import update_draft_create, update_publish
 
     incident, _channel = opened
@@ -130,3 +128,16 @@ def test_a_published_internal_update_is_announced(
     [announced] = [m for m in slack.to("chat.postMessage") if m["channel"] == ANNOUNCE]
     assert "Internal update published: Rolled back; payments recover." in announced["text"]
     assert incident.reference in announced["text"]
+
+
+def test_a_severity_change_is_announced_with_the_severities_labels(
+    slack, responder, opened, severities, django_capture_on_commit_callbacks
+):
+    from incidents.services import incident_severity_change
+
+    incident, _channel = opened
+    with django_capture_on_commit_callbacks(execute=True):
+        incident_severity_change(incident=incident, severity=severities[1], actor=responder)
+    [announced] = [m for m in slack.to("chat.postMessage") if m["channel"] == ANNOUNCE]
+    assert "severity SEV2 → *SEV1* by rita." in announced["text"]
+    assert "SEV1 Critical" in slack.to("chat.update")[-1]["text"]
