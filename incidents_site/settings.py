@@ -60,7 +60,11 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",  # answers a locked-out login (last, as django-axes asks)
+    "incidents_site.csp.ContentSecurityPolicyMiddleware",  # the public pages' CSP (issue 11)
 ]
+# Public pages get a strict Content-Security-Policy (incidents_site/csp.py): own files only, no inline
+# script, their own inline CSS allowed by hash. Views elsewhere can use @content_security_policy.
+CONTENT_SECURITY_POLICY_PATHS = ["/status/", "/subscribe/"]
 
 ROOT_URLCONF = "incidents_site.urls"
 
