@@ -19,7 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
-from . import charts, metrics
+from . import charts, rollups
 from .dashboard import (
     DEFAULT_PERIOD,
     EXPORT_DURATIONS,
@@ -343,11 +343,11 @@ def dashboard_view(request):
     order = request.GET.get("rank", "incidents")
     order = order if order in HOT_SPOT_COLUMNS else "incidents"
     data = dashboard_data(user=request.user, scope=scope, hot_spot_order=order)
-    results = metrics.metrics_compute(
+    results = rollups.metrics_read(
         user=request.user, since=scope.since, until=scope.until, service=scope.service, severity=scope.severity
     )
     before = scope.previous()
-    previous = metrics.metrics_compute(
+    previous = rollups.metrics_read(
         user=request.user, since=before.since, until=before.until, service=scope.service, severity=scope.severity
     )
     changes = period_change(results, previous)

@@ -13,12 +13,12 @@ each of them.
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from django.db.models import Count, Exists, F, OuterRef
 from django.utils import timezone
 
-from . import metrics
+from . import metrics, rollups
 from .models import Incident, Service, Severity
 
 PERIOD_DAYS = {"30": 30, "90": 90, "365": 365}
@@ -70,8 +70,11 @@ class Scope:
 
     @classmethod
     def last(cls, days, **kwargs):
+        """The last `days` calendar days in UTC, today included: whole days, so that the daily roll-up
+        answers it without reading incidents at the edges."""
         now = kwargs.pop("now", None) or timezone.now()
-        return cls(since=now - timedelta(days=days), until=now, now=now, period=str(days), **kwargs)
+        tomorrow = datetime.combine(now.astimezone(UTC).date() + timedelta(days=1), time.min, tzinfo=UTC)
+        return cls(since=tomorrow - timedelta(days=days), until=tomorrow, now=now, period=str(days), **kwargs)
 
     @classmethod
     def between(cls, first_day, last_day, **kwargs):
@@ -119,29 +122,31 @@ def week_starts(scope):
     return metrics.period_buckets("week", scope.since, scope.until)
 
 
-def incidents_per_week(incidents, scope, severities):
-    """{"weeks": [Monday, …], "series": [(severity, [count per week])]}: every week, zeros included."""
+def incidents_per_week(rows, scope, severities):
+    """{"weeks": [Monday, …], "series": [(severity, [count per week])]}: every week, zeros included.
+    rows: metrics.frequency_by_severity's (or the roll-up's)."""
     weeks = week_starts(scope)
     index = {week: i for i, week in enumerate(weeks)}
     counts = {severity.level: [0] * len(weeks) for severity in severities}
-    for row in metrics.frequency_by_severity(incidents, "week"):
+    for row in rows:
         i = index.get(row["start"])
         if i is not None and row["level"] in counts:
             counts[row["level"]][i] += row["count"]
     return {"weeks": weeks, "series": [(severity, counts[severity.level]) for severity in severities]}
 
 
-def response_trend(incidents, scope):
+def response_trend(trends, scope):
     """Weekly MEAN time to acknowledge (minutes) and to resolve (hours), by week of detection.
 
-    A week without an acknowledged (resolved) incident has no value (None), never a zero.
+    trends: {"mtta": rows, "mttr": rows} of metrics.duration_trend (or the roll-up's). A week without an
+    acknowledged (resolved) incident has no value (None), never a zero.
     """
     weeks = week_starts(scope)
     index = {week: i for i, week in enumerate(weeks)}
     trend = {"weeks": weeks}
     for key, divisor, name in (("mtta", 60, "mtta_minutes"), ("mttr", 3600, "mttr_hours")):
         values, counts = [None] * len(weeks), [0] * len(weeks)
-        for row in metrics.duration_trend(incidents, key, "week"):
+        for row in trends[key]:
             i = index.get(row["start"])
             if i is not None and row["mean"] is not None:
                 values[i], counts[i] = row["mean"] / divisor, row["count"]
@@ -149,10 +154,67 @@ def response_trend(incidents, scope):
     return trend
 
 
-def severity_mix(incidents, severities):
-    """[(severity, count)] for every severity, in level order — one query."""
-    counts = dict(incidents.order_by().values_list("severity_id").annotate(n=Count("pk")))
+def severity_mix(counts, severities):
+    """[(severity, count)] for every severity, in level order, from {severity id: incidents}."""
     return [(severity, counts.get(severity.pk, 0)) for severity in severities]
+
+
+class LiveSeries:
+    """The dashboard's series computed from the incidents (an aggregate query each)."""
+
+    def __init__(self, incidents, scope):
+        self.incidents, self.scope = incidents, scope
+
+    def per_week_by_severity(self):
+        return metrics.frequency_by_severity(self.incidents, "week")
+
+    def trends(self):
+        return {key: metrics.duration_trend(self.incidents, key, "week") for key in ("mtta", "mttr")}
+
+    def severity_counts(self):
+        return dict(self.incidents.order_by().values_list("severity_id").annotate(n=Count("pk")))
+
+    def services_impact(self, only):
+        return metrics.services_impact(self.incidents, only=only)
+
+
+class RollupSeries:
+    """The same series from the daily roll-up (incidents.rollups): sums per day, not every incident."""
+
+    def __init__(self, read, incidents, scope, severities):
+        self.read, self.incidents, self.scope = read, incidents, scope
+        self.levels = {severity.pk: severity.level for severity in severities}
+
+    def per_week_by_severity(self):
+        weeks = {}
+        for (day, severity_id), n in self.read.per_day_severity.items():
+            key = (metrics._bucket_start(day, "week"), self.levels.get(severity_id))
+            weeks[key] = weeks.get(key, 0) + n
+        return [{"start": start, "level": level, "count": n} for (start, level), n in sorted(weeks.items()) if n]
+
+    def trends(self):
+        result = {}
+        for key in ("mtta", "mttr"):
+            weeks = {}
+            for (day, name), (count, total) in self.read.per_day_duration.items():
+                if name == key and count:
+                    cell = weeks.setdefault(metrics._bucket_start(day, "week"), [0, 0])
+                    cell[0] += count
+                    cell[1] += total
+            result[key] = [
+                {"start": start, "count": count, "mean": metrics._round(total / count / 1e6)}
+                for start, (count, total) in sorted(weeks.items())
+            ]
+        return result
+
+    def severity_counts(self):
+        counts = {}
+        for (_day, severity_id), n in self.read.per_day_severity.items():
+            counts[severity_id] = counts.get(severity_id, 0) + n
+        return counts
+
+    def services_impact(self, only):
+        return metrics.services_impact_from(self.read.services(), self.incidents, self.scope.now, only=only)
 
 
 def action_item_series(*, user, scope):
@@ -227,21 +289,32 @@ def hot_spots(impact, overdue, order="incidents"):
     return sorted(rows.values(), key=lambda r: (*(-r[k] for k in keys), r["name"]))
 
 
+def dashboard_series(*, user, scope, severities):
+    """The series' source: the daily roll-up when it can answer, else the incidents."""
+    incidents = dashboard_incidents(user=user, scope=scope)
+    selection = rollups.selection_for(
+        user=user, since=scope.since, until=scope.until, service=scope.service, severity=scope.severity
+    )
+    if selection is None:
+        return LiveSeries(incidents, scope), incidents
+    return RollupSeries(rollups.Read(selection), incidents, scope, severities), incidents
+
+
 def dashboard_data(*, user, scope, hot_spot_order="incidents"):
     """Every series the page draws, for `user` and `scope`; a fixed number of queries."""
     severities = list(Severity.objects.order_by("level"))
-    incidents = dashboard_incidents(user=user, scope=scope)
+    series, incidents = dashboard_series(user=user, scope=scope, severities=severities)
     # The service filter applies to every ranking: an incident on checkout and search, seen through the
     # checkout filter, counts for checkout only.
-    impact = metrics.services_impact(incidents, only=[scope.service.slug] if scope.service else None)
+    impact = series.services_impact([scope.service.slug] if scope.service else None)
     by_age, overdue = action_item_series(user=user, scope=scope)
     spots = hot_spots(impact, overdue, hot_spot_order)
-    mix = severity_mix(incidents, severities)
+    mix = severity_mix(series.severity_counts(), severities)
     return {
         "severities": severities,
         "total": sum(n for _severity, n in mix),
-        "per_week": incidents_per_week(incidents, scope, severities),
-        "trend": response_trend(incidents, scope),
+        "per_week": incidents_per_week(series.per_week_by_severity(), scope, severities),
+        "trend": response_trend(series.trends(), scope),
         "mix": mix,
         "top_services": impact[:10],
         "action_items_by_age": by_age,

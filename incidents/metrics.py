@@ -493,7 +493,11 @@ def frequency(incidents, period="week", since=None, until=None):
         .annotate(n=Count("id"))
         .order_by("bucket")
     )
-    counts = {_bucket_start(row["bucket"], period): row["n"] for row in rows}
+    return frequency_from_counts({_bucket_start(row["bucket"], period): row["n"] for row in rows}, period, since, until)
+
+
+def frequency_from_counts(counts, period, since=None, until=None):
+    """The frequency series from {bucket start: incidents} (see frequency)."""
     series = [
         {"start": day, "count": counts.get(day, 0), "coverage": _round(bucket_coverage(day, period, since, until), 4)}
         for day in period_buckets(period, since, until, counts)
@@ -535,7 +539,13 @@ def duration_trend(incidents, key, period="week"):
 
 
 def severity_distribution(incidents):
-    counts = dict(incidents.values_list("severity_id").annotate(n=Count("id")).order_by())
+    return severity_distribution_from_counts(
+        dict(incidents.values_list("severity_id").annotate(n=Count("id")).order_by())
+    )
+
+
+def severity_distribution_from_counts(counts):
+    """{"items", "total"} from {severity id: incidents}."""
     total = sum(counts.values())
     items = [
         {
@@ -580,14 +590,41 @@ def services_impact(incidents, only=None):
         .annotate(n=Count("id"))
         .order_by()
     )
-    found = {row["service_id"]: row for row in rows}
+    found = {row["service_id"]: (row["n"], row["seconds"] or 0) for row in rows}
+    return _services_ranked(found, reports)
+
+
+def services_impact_from(per_service, incidents, now, only=None):
+    """services_impact from the daily roll-up's per-service sums (incidents.rollups.Read.services, which
+    already keeps to the service filter); an open incident's impact counts up to `now`."""
+    now_us = (now - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    found = {
+        service_id: (n, (ended_us + open_n * now_us - open_starts_us) / 1e6)
+        for service_id, (n, ended_us, open_n, open_starts_us) in per_service.items()
+        if n
+    }
+    if only:
+        wanted = set(Service.objects.filter(slug__in=only).values_list("pk", flat=True))
+        found = {pk: v for pk, v in found.items() if pk in wanted}
+    reports = dict(
+        CustomerReport.objects.filter(incident__in=incidents.values("pk"))
+        .values_list("incident__services")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return _services_ranked(found, reports)
+
+
+def _services_ranked(found, reports):
+    """[{"slug", "name", "incidents", "impact_minutes", "customer_reports"}], most impact first, from
+    {service id: (incidents, impact seconds)} and {service id: customer reports}."""
     services = Service.objects.filter(pk__in=found).only("id", "slug", "name")
     result = [
         {
             "slug": service.slug,
             "name": service.name,
-            "incidents": found[service.pk]["n"],
-            "impact_minutes": _round((found[service.pk]["seconds"] or 0) / 60, 1),
+            "incidents": found[service.pk][0],
+            "impact_minutes": _round(found[service.pk][1] / 60, 1),
             "customer_reports": reports.get(service.pk, 0),
         }
         for service in services
@@ -597,23 +634,33 @@ def services_impact(incidents, only=None):
 
 
 def metrics_compute(*, user, since=None, until=None, service=None, severity=None):
-    """Every metric for these filters: an ordered dict of key -> definition and values (see the module doc)."""
+    """Every metric for these filters, computed from the incidents: an ordered dict of key -> definition
+    and values (see the module doc). incidents.rollups.metrics_read gives the same from the daily roll-up."""
     incidents = incidents_for_metrics(user=user, since=since, until=until, service=service, severity=severity)
     # Check the period before running the queries.
     period_buckets("week", since, until)
-    definitions = {d.key: d for d in CORE_DEFINITIONS}
     stats = duration_stats(with_lifecycle_facts(incidents))
-    total, recurrences, reopened = stats.pop("_total"), stats.pop("_recurrences"), stats.pop("_reopened")
+    return metrics_assemble(
+        incidents,
+        stats,
+        frequencies={period: frequency(incidents, period, since, until) for period in ("week", "month")},
+        severities=severity_distribution(incidents),
+    )
+
+
+def metrics_assemble(incidents, stats, *, frequencies, severities):
+    """The result of metrics_compute from its parts; customer reports and the registered sources are read
+    from `incidents` (the in-scope queryset)."""
+    definitions = {d.key: d for d in CORE_DEFINITIONS}
+    total, recurrences, reopened = stats["_total"], stats["_recurrences"], stats["_reopened"]
     result = OrderedDict()
     for d in DURATIONS:
         result[d.key] = metric_result(d, **stats[d.key])
     result["incidents"] = metric_result(definitions["incidents"], count=total)
     for period in ("week", "month"):
         key = f"frequency_{period}"
-        result[key] = metric_result(definitions[key], **frequency(incidents, period, since, until))
-    result["severity_distribution"] = metric_result(
-        definitions["severity_distribution"], **severity_distribution(incidents)
-    )
+        result[key] = metric_result(definitions[key], **frequencies[period])
+    result["severity_distribution"] = metric_result(definitions["severity_distribution"], **severities)
     result["reopen_rate"] = metric_result(
         definitions["reopen_rate"], count=reopened, total=total, rate=_round(reopened / total, 4) if total else None
     )
@@ -649,6 +696,9 @@ __all__ = [
     "duration_trend",
     "frequency",
     "frequency_by_severity",
+    "frequency_from_counts",
+    "metrics_assemble",
+    "severity_distribution_from_counts",
     "incident_impact",
     "incidents_for_metrics",
     "metric_definitions",
@@ -660,5 +710,6 @@ __all__ = [
     "period_buckets",
     "with_lifecycle_facts",
     "services_impact",
+    "services_impact_from",
     "severity_distribution",
 ]

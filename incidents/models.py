@@ -893,3 +893,7 @@ class AccountContact(models.Model):
 
     def __str__(self):
         return f"{self.name} <{self.email}>" if self.name else self.email
+
+
+# The daily metric roll-ups (issue 14) live in their own module; imported here so that Django sees them.
+from .rollup_models import MetricsRollup, MetricsRollupDay, MetricsRollupState  # noqa: E402, F401

@@ -25,6 +25,7 @@ from .models import (
     TimelineEvent,
     sees_all_incidents,
 )
+from .rollups import rollup_after_event
 from .signals import timeline_event_committed
 
 Status = Incident.Status
@@ -132,6 +133,8 @@ def timeline_event_record(*, incident, kind, actor=None, occurred_at=None, body=
     )
     if actor is not None and kind not in NOT_ACKNOWLEDGING_KINDS:
         _acknowledge_by_working_on(incident, event.occurred_at)
+    # The daily metric roll-ups follow the change in this same transaction (incidents/rollups.py).
+    rollup_after_event(incident=incident, kind=kind, data=event.data, occurred_at=event.occurred_at)
     transaction.on_commit(
         lambda: timeline_event_committed.send(
             sender=TimelineEvent, event_id=event.pk, incident_id=incident.pk, kind=event.kind

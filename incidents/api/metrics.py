@@ -5,7 +5,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, serializers, viewsets
 from rest_framework.response import Response
 
-from incidents import metrics
+from incidents import metrics, rollups
 from incidents.models import Incident, Service, Severity
 
 from .filters import CommaSeparatedCharField, SeverityLevelsField, UTCDateTimeField
@@ -150,6 +150,7 @@ PARAMETERS = [
 
 
 class MetricsViewSet(ApiViewMixin, viewsets.ViewSet):
+    single_object_list = True  # one document, not an array (incidents.api.schema)
     """Reads only; anyone who may read incidents may read the metrics of the incidents they may see."""
 
     action_permissions = {"list": {"GET": ["incidents.view_incident"]}}
@@ -171,7 +172,7 @@ class MetricsViewSet(ApiViewMixin, viewsets.ViewSet):
             raise exceptions.ValidationError({name: list(errors) for name, errors in form.errors.items()})
         params = form.cleaned_data
         try:
-            result = metrics.metrics_compute(
+            result = rollups.metrics_read(
                 user=request.user,
                 since=params["since"],
                 until=params["until"],

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Benchmark of the metrics and the dashboard from the daily roll-ups (issue 14, goal 2): a 90-day period at
+# 200,000 and at 2,000,000 incidents against the bare DRF list in the same run, and the whole history.
+#
+#   bench/metrics/rollup_run.sh        # DATABASES="incidents_bench incidents_bench_2m" by default
+#
+# For each database: `manage.py metrics_rollup_rebuild` when the roll-up is not built yet (the generator
+# writes incidents with COPY, past the services), gunicorn (2 sync workers, bench.settings: the product
+# plus /bench/baseline-drf/) on 127.0.0.1:$BENCH_PORT (18710), then bench/metrics/rollup_measure.py.
+# Finally the docs section is rendered from both results (bench/results/rollups-*.json).
+# Make the 2,000,000 one with: DATABASE_URL=…/incidents_bench_2m .venv/bin/python bench/generate.py --incidents 2000000
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+BENCH_NAME=bench/metrics/rollup_run.sh
+# shellcheck source=bench/common.sh
+source "$ROOT/bench/common.sh"
+
+export API_THROTTLE_RATE="${API_THROTTLE_RATE:-100000000/min}"
+BENCH_PORT="${BENCH_PORT:-18710}"
+LABELS=(200k 2m)
+i=0
+for DB in ${DATABASES:-incidents_bench incidents_bench_2m}; do
+  label="${LABELS[$i]}"; i=$((i + 1))
+  DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
+  bench_environment "$DB" bench.settings WARNING
+  "$PY" -c "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'bench.settings'); django.setup()
+from incidents.rollups import rollup_built; raise SystemExit(0 if rollup_built() else 1)" \
+    || "$PY" manage.py metrics_rollup_rebuild
+  "$PY" manage.py collectstatic --noinput -v0
+  start_gunicorn "$BENCH_PORT" "gunicorn-rollups-$label"
+  "$PY" bench/metrics/rollup_measure.py --base-url "http://127.0.0.1:$PORT" --label "$label" \
+    --duration "${BENCH_DURATION:-15s}" --warmup "${BENCH_WARMUP:-5s}" --runs "${BENCH_RUNS:-2}"
+  stop_gunicorn
+  trap - EXIT
+  unset DATABASE_URL
+done
+"$PY" bench/metrics/rollup_measure.py --render --docs "${BENCH_DOCS:-$ROOT/docs/benchmarks.md}"

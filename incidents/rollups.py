@@ -1,0 +1,539 @@
+"""Daily roll-ups of the metrics (issue 14): the metrics and the dashboard read sums per UTC day instead
+of every incident, so their cost follows the length of the period, not the number of incidents.
+
+How they stay right:
+- Every change that can move a figure records a timeline event in the service's transaction; for
+  those kinds ``rollup_after_event`` recomputes the incident's day(s) of detection from the incidents
+  themselves, in that same transaction, under a lock on the day (``MetricsRollupDay``). A committed
+  change is therefore in the roll-up, and nothing else is: no nightly batch, no stale numbers.
+- Recomputing a whole day (not adding deltas) makes the roll-up equal to a from-scratch computation
+  by construction; ``rollup_rebuild`` is that computation for every day (and the way to fill the
+  roll-up for history written without the services, e.g. bench/generate.py's COPY).
+
+What is kept per (day, severity or all, service or all, restricted or not): counts, the sum of every
+duration in microseconds (exact means), impact, and for every duration a histogram of logarithmic
+buckets 0.8% wide (0 and under a second apart). Medians and p90 come from the merged histogram: the
+true value lies in the bucket found, so the answer's rank error is at most that bucket's share of the
+incidents; when that share is over 1% (few incidents, or many equal values) the exact percentile is
+computed from the incidents instead. See docs/metrics.md, "How the figures are computed".
+"""
+
+import math
+import zlib
+from array import array
+from collections import defaultdict
+from datetime import UTC, datetime, time, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import metrics
+from .models import Incident, TimelineEvent
+from .rollup_models import MetricsRollup, MetricsRollupDay, MetricsRollupState
+
+DURATION_KEYS = tuple(d.key for d in metrics.DURATIONS)
+GAMMA = 1.008
+LOG_GAMMA = math.log(GAMMA)
+BUCKETS = 2 + math.ceil(math.log(1e8) / LOG_GAMMA) + 1  # up to about three years; longer ones share the last
+MAX_RANK_ERROR = 0.01
+ZERO_BLOCK = bytes(4 * BUCKETS)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICRO = timedelta(microseconds=1)
+# Timeline events after which a figure may have moved (notes, roles, alerts… do not move any).
+ROLLUP_KINDS = {
+    TimelineEvent.Kind.DECLARED,
+    TimelineEvent.Kind.STATUS_CHANGED,
+    TimelineEvent.Kind.ACKNOWLEDGED,
+    TimelineEvent.Kind.SEVERITY_CHANGED,
+    TimelineEvent.Kind.FIELDS_CHANGED,
+    TimelineEvent.Kind.RESTRICTION_CHANGED,
+}
+
+
+_tables = {}
+
+
+def rollup_tables_exist():
+    """Whether this database has the roll-up tables. A database that recorded migration 0014 while it was
+    still an empty placeholder (this session's dev databases) has not: it then works without the roll-up
+    (figures computed from the incidents) instead of failing every incident change."""
+    name = connection.settings_dict["NAME"]
+    if name not in _tables:
+        _tables[name] = MetricsRollup._meta.db_table in connection.introspection.table_names()
+    return _tables[name]
+
+
+def bucket_of(seconds):
+    if seconds <= 0:
+        return 0
+    if seconds < 1:
+        return 1
+    return min(BUCKETS - 1, 2 + int(math.log(seconds) / LOG_GAMMA))
+
+
+def bucket_bounds(bucket):
+    if bucket == 0:
+        return 0.0, 0.0
+    if bucket == 1:
+        return 0.0, 1.0
+    return GAMMA ** (bucket - 2), GAMMA ** (bucket - 1)
+
+
+def _day_start(day):
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def utc_day(value):
+    return value.astimezone(UTC).date()
+
+
+# ---- accumulating incidents ------------------------------------------------------------------------
+
+
+class Totals:
+    """Sums over a set of incidents; added together from roll-up rows and from incidents read live."""
+
+    __slots__ = (
+        "incidents",
+        "recurrences",
+        "reopened",
+        "detected_by_alert",
+        "impact_ended_us",
+        "impact_open",
+        "impact_open_start_us",
+        "counts",
+        "sums",
+        "histograms",
+    )
+
+    def __init__(self):
+        self.incidents = self.recurrences = self.reopened = self.detected_by_alert = 0
+        self.impact_ended_us = self.impact_open = self.impact_open_start_us = 0
+        self.counts = dict.fromkeys(DURATION_KEYS, 0)
+        self.sums = dict.fromkeys(DURATION_KEYS, 0)
+        self.histograms = {key: None for key in DURATION_KEYS}  # array('I') or a packed int (see add_row)
+
+    def add_incident(self, row):
+        self.incidents += 1
+        self.recurrences += row["recurrence_of_id"] is not None
+        self.reopened += bool(row["reopened"])
+        self.detected_by_alert += bool(row["detected_by_alert"])
+        start = row["started_at"] or row["detected_at"]
+        end = row["mitigated_at"] or row["resolved_at"]
+        if end is not None:
+            self.impact_ended_us += (end - start) // MICRO
+        else:
+            self.impact_open += 1
+            self.impact_open_start_us += (start - EPOCH) // MICRO
+        for d in metrics.DURATIONS:
+            if d.detected_by and (d.detected_by == "alert") != bool(row["detected_by_alert"]):
+                continue
+            begin, finish = row[d.start], row[d.end]
+            if begin is None or finish is None:
+                continue
+            micros = (finish - begin) // MICRO
+            self.counts[d.key] += 1
+            self.sums[d.key] += micros
+            histogram = self.histograms[d.key]
+            if histogram is None:
+                histogram = self.histograms[d.key] = array("I", ZERO_BLOCK)
+            elif not isinstance(histogram, array):
+                histogram = self.histograms[d.key] = array("I", histogram.to_bytes(4 * BUCKETS, "little"))
+            histogram[bucket_of(micros / 1e6)] += 1
+
+    def packed_histograms(self):
+        blocks = b"".join(self.histogram(key).tobytes() for key in DURATION_KEYS)
+        return zlib.compress(blocks, 1)
+
+    def add_row(self, row):
+        """Add a MetricsRollup (or another Totals). Histograms are added as packed integers: one big-int
+        addition adds every bucket at once (32 bits a bucket never carry: counts stay far below 2**32)."""
+        for name in ("incidents", "recurrences", "reopened", "detected_by_alert", "impact_ended_us", "impact_open"):
+            setattr(self, name, getattr(self, name) + getattr(row, name))
+        self.impact_open_start_us += row.impact_open_start_us
+        if isinstance(row, Totals):
+            for key in DURATION_KEYS:
+                self.counts[key] += row.counts[key]
+                self.sums[key] += row.sums[key]
+            blocks = zlib.decompress(row.packed_histograms())
+        else:
+            for key, (count, total) in row.durations.items():
+                if key in self.counts:
+                    self.counts[key] += count
+                    self.sums[key] += total
+            blocks = zlib.decompress(bytes(row.histograms))
+        width = 4 * BUCKETS
+        for i, key in enumerate(DURATION_KEYS):
+            block = blocks[i * width : (i + 1) * width]
+            if block == ZERO_BLOCK:
+                continue
+            packed = int.from_bytes(block, "little")
+            current = self.histograms[key]
+            self.histograms[key] = packed if current is None else _as_int(current) + packed
+
+    def histogram(self, key):
+        """The bucket counts of a duration, as an array."""
+        value = self.histograms[key]
+        if value is None:
+            return array("I", ZERO_BLOCK)
+        if isinstance(value, array):
+            return value
+        return array("I", value.to_bytes(4 * BUCKETS, "little"))
+
+
+def _as_int(histogram):
+    return int.from_bytes(histogram.tobytes(), "little") if isinstance(histogram, array) else histogram
+
+
+def _incident_rows(incidents):
+    """The per-incident values the roll-up needs, with their service ids: (rows, {incident id: [service ids]})."""
+    rows = list(
+        metrics.with_lifecycle_facts(incidents).values(
+            "pk",
+            "severity_id",
+            "is_restricted",
+            "recurrence_of_id",
+            "reopened",
+            "detected_by_alert",
+            "started_at",
+            "detected_at",
+            "acknowledged_at",
+            "mitigated_at",
+            "first_resolved_at",
+            "resolved_at",
+        )
+    )
+    services = defaultdict(list)
+    links = Incident.services.through.objects.filter(incident_id__in=[row["pk"] for row in rows])
+    for incident_id, service_id in links.values_list("incident_id", "service_id"):
+        services[incident_id].append(service_id)
+    return rows, services
+
+
+def _counted(queryset):
+    return queryset.exclude(status=Incident.Status.DISMISSED).filter(duplicate_of__isnull=True).order_by()
+
+
+# ---- writing -----------------------------------------------------------------------------------------
+
+
+def rollup_day_compute(day):
+    """{(severity id or 0, service id or 0, restricted): Totals} for the incidents detected on `day` (UTC)."""
+    start = _day_start(day)
+    incidents = _counted(Incident.objects.filter(detected_at__gte=start, detected_at__lt=start + timedelta(days=1)))
+    rows, services = _incident_rows(incidents)
+    totals = defaultdict(Totals)
+    for row in rows:
+        for severity_id in (0, row["severity_id"]):
+            for service_id in (0, *services.get(row["pk"], ())):
+                totals[(severity_id, service_id, row["is_restricted"])].add_incident(row)
+    return totals
+
+
+def _rollup_rows(day, totals):
+    return [
+        MetricsRollup(
+            day=day,
+            severity_id=severity_id,
+            service_id=service_id,
+            restricted=restricted,
+            incidents=t.incidents,
+            recurrences=t.recurrences,
+            reopened=t.reopened,
+            detected_by_alert=t.detected_by_alert,
+            impact_ended_us=t.impact_ended_us,
+            impact_open=t.impact_open,
+            impact_open_start_us=t.impact_open_start_us,
+            durations={key: [t.counts[key], t.sums[key]] for key in DURATION_KEYS if t.counts[key]},
+            histograms=t.packed_histograms(),
+        )
+        for (severity_id, service_id, restricted), t in totals.items()
+    ]
+
+
+@transaction.atomic
+def rollup_days_refresh(days):
+    """Recompute these UTC days from their incidents, each under its day lock (taken in date order)."""
+    for day in sorted(set(days)):
+        MetricsRollupDay.objects.get_or_create(day=day)
+        MetricsRollupDay.objects.select_for_update().get(day=day)
+        # Read after the lock: a change committed meanwhile by another transaction is included.
+        rows = _rollup_rows(day, rollup_day_compute(day))
+        MetricsRollup.objects.filter(day=day).delete()
+        MetricsRollup.objects.bulk_create(rows)
+
+
+def rollup_after_event(*, incident, kind, data, occurred_at):
+    """Called by incidents.services.timeline_event_record in the service's transaction: recompute the
+    incident's day when the event may have moved a figure (its kind, or it acknowledged the incident)."""
+    if not rollup_tables_exist():
+        return
+    detected_at, acknowledged_at = Incident.objects.values_list("detected_at", "acknowledged_at").get(pk=incident.pk)
+    if kind not in ROLLUP_KINDS and acknowledged_at != occurred_at:
+        return
+    days = {utc_day(detected_at)}
+    if kind == TimelineEvent.Kind.FIELDS_CHANGED and "detected_at" in (data or {}):
+        before = data["detected_at"][0]
+        if before:
+            days.add(utc_day(datetime.fromisoformat(before)))
+    rollup_days_refresh(days)
+
+
+def rollup_rebuild(*, log=None):
+    """Recompute every day from the incidents (from scratch), then mark the roll-up built."""
+    first = Incident.objects.order_by("detected_at").values_list("detected_at", flat=True).first()
+    last = Incident.objects.order_by("-detected_at").values_list("detected_at", flat=True).first()
+    stale = set(MetricsRollupDay.objects.values_list("day", flat=True))
+    if first is not None:
+        day = utc_day(first)
+        while day <= utc_day(last):
+            rollup_days_refresh([day])
+            stale.discard(day)
+            if log and day.day == 1:
+                log(f"rolled up to {day}")
+            day += timedelta(days=1)
+    for day in stale:  # days whose incidents have all gone
+        rollup_days_refresh([day])
+    MetricsRollupState.objects.all().delete()
+    MetricsRollupState.objects.create(built_at=timezone.now())
+
+
+def rollup_built():
+    return rollup_tables_exist() and MetricsRollupState.objects.exists()
+
+
+# ---- reading -----------------------------------------------------------------------------------------
+
+
+def _full_days(since, until):
+    """(first full day, day after the last full day) inside [since, until); either may be None (open)."""
+    first = None
+    if since is not None:
+        first = utc_day(since)
+        if _day_start(first) < since:
+            first += timedelta(days=1)
+    end = utc_day(until) if until is not None else None
+    return first, end
+
+
+class Selection:
+    """Which roll-up rows and which incidents (read live) make up one metrics request."""
+
+    def __init__(self, *, user, since, until, service_ids, severity_ids):
+        self.user, self.since, self.until = user, since, until
+        self.service_ids, self.severity_ids = service_ids, severity_ids
+        self.sees_all = not _needs_live_restricted(user)
+        self.first_day, self.end_day = _full_days(since, until)
+
+    def rows(self):
+        return self.rows_by()
+
+    def rows_by(self, *, severity=False, service=False):
+        """The rows for the filters: one per day (all severities and services), or one per day and
+        severity (severity=True), or per day and service (service=True)."""
+        rows = MetricsRollup.objects.all()
+        if severity and not self.severity_ids:
+            rows = rows.exclude(severity_id=0)
+        else:
+            rows = rows.filter(severity_id__in=self.severity_ids or [0])
+        if service and not self.service_ids:
+            rows = rows.exclude(service_id=0)
+        else:
+            rows = rows.filter(service_id__in=self.service_ids or [0])
+        if not self.sees_all:
+            rows = rows.filter(restricted=False)
+        if self.first_day is not None:
+            rows = rows.filter(day__gte=self.first_day)
+        if self.end_day is not None:
+            rows = rows.filter(day__lt=self.end_day)
+        return rows
+
+    def incidents(self):
+        """Every in-scope incident (for what is read from the incidents: customer reports, action items)."""
+        return metrics.incidents_for_metrics(
+            user=self.user,
+            since=self.since,
+            until=self.until,
+            service=self.service_slugs,
+            severity=self.severity_levels,
+        )
+
+    def live_incidents(self):
+        """Incidents not in the rows read: the partial days at the edges, and the restricted incidents
+        this person may see (when they may not see them all)."""
+        base = self.incidents()
+        edges = Q()
+        if self.first_day is not None and self.since is not None and _day_start(self.first_day) > self.since:
+            edges |= Q(detected_at__lt=_day_start(self.first_day))
+        if self.end_day is not None and self.until is not None and _day_start(self.end_day) < self.until:
+            edges |= Q(detected_at__gte=_day_start(self.end_day))
+        if self.first_day is not None and self.end_day is not None and self.first_day >= self.end_day:
+            edges = Q(pk__isnull=False)  # shorter than a day: all of it live
+        condition = edges
+        if not self.sees_all:
+            condition |= Q(is_restricted=True)
+        return base.filter(condition) if condition else base.none()
+
+
+def _needs_live_restricted(user):
+    from .models import sees_all_incidents
+
+    return not sees_all_incidents(user)
+
+
+def selection_for(*, user, since=None, until=None, service=None, severity=None):
+    """A Selection when the roll-up can answer (built, at most one service), else None (compute live)."""
+    from .models import Service, Severity
+
+    services = metrics._as_list(service)
+    if len(services) > 1 or not rollup_built():
+        return None
+    slugs = [s.slug if isinstance(s, Service) else s for s in services]
+    levels = [s.level if isinstance(s, Severity) else s for s in metrics._as_list(severity)]
+    service_ids = list(Service.objects.filter(slug__in=slugs).values_list("pk", flat=True)) if slugs else []
+    severity_ids = list(Severity.objects.filter(level__in=levels).values_list("pk", flat=True)) if levels else []
+    if (slugs and not service_ids) or (levels and not severity_ids):
+        return None
+    selection = Selection(user=user, since=since, until=until, service_ids=service_ids, severity_ids=severity_ids)
+    selection.service_slugs, selection.severity_levels = slugs, levels
+    return selection
+
+
+class Read:
+    """What one request reads: the totals, counts and duration sums per day and severity, per service."""
+
+    def __init__(self, selection):
+        self.total = Totals()
+        self.per_day = defaultdict(int)  # day -> incidents
+        self.per_day_severity = defaultdict(int)  # (day, severity id) -> incidents
+        self.per_day_duration = defaultdict(lambda: [0, 0])  # (day, key) -> [count, sum µs]
+        self.per_service = defaultdict(lambda: [0, 0, 0, 0])  # id -> [incidents, ended µs, open, open starts]
+        for row in selection.rows().iterator(chunk_size=2000):
+            self.total.add_row(row)
+            self.per_day[row.day] += row.incidents
+            for key, (count, total) in row.durations.items():
+                cell = self.per_day_duration[(row.day, key)]
+                cell[0] += count
+                cell[1] += total
+        by_severity = selection.rows_by(severity=True).values_list("day", "severity_id", "incidents")
+        for day, severity_id, n in by_severity.iterator(chunk_size=5000):
+            self.per_day_severity[(day, severity_id)] += n
+        self.live, services = _incident_rows(selection.live_incidents())
+        for row in self.live:
+            self.total.add_incident(row)
+            day = utc_day(row["detected_at"])
+            self.per_day[day] += 1
+            self.per_day_severity[(day, row["severity_id"])] += 1
+            for d in metrics.DURATIONS:
+                if d.key in ("mtta", "mttr") and row[d.start] and row[d.end]:
+                    cell = self.per_day_duration[(day, d.key)]
+                    cell[0] += 1
+                    cell[1] += (row[d.end] - row[d.start]) // MICRO
+        self._selection, self._live_services = selection, services
+
+    def services(self):
+        """{service id: [incidents, impact ended µs, impact open, sum of open starts µs]} (rows, then live)."""
+        rows = self._selection.rows_by(service=True).values_list(
+            "service_id", "incidents", "impact_ended_us", "impact_open", "impact_open_start_us"
+        )
+        for service_id, *values in rows.iterator(chunk_size=5000):
+            cell = self.per_service[service_id]
+            for i, value in enumerate(values):
+                cell[i] += value
+        wanted = set(self._selection.service_ids)
+        for row in self.live:
+            start = row["started_at"] or row["detected_at"]
+            end = row["mitigated_at"] or row["resolved_at"]
+            for service_id in self._live_services.get(row["pk"], ()):
+                if wanted and service_id not in wanted:
+                    continue
+                cell = self.per_service[service_id]
+                cell[0] += 1
+                if end is not None:
+                    cell[1] += (end - start) // MICRO
+                else:
+                    cell[2] += 1
+                    cell[3] += (start - EPOCH) // MICRO
+        return self.per_service
+
+
+def percentile(histogram, count, fraction):
+    """(value, rank error bound) of the continuous percentile, from bucket counts.
+
+    The value at rank fraction*(count-1) lies in the bucket found; the answer is interpolated inside it
+    (geometrically), so its rank is off by at most the bucket's count: the bound returned, as a share.
+    """
+    if not count:
+        return None, 0.0
+    rank = fraction * (count - 1)
+    seen = 0
+    for bucket, n in enumerate(histogram):
+        if n and seen + n > rank:
+            if bucket == 0:
+                return 0.0, 0.0  # exactly zero: no error
+            low, high = bucket_bounds(bucket)
+            position = (rank - seen + 0.5) / n
+            value = low * (high / low) ** position if low > 0 else high * position
+            return value, n / count
+        seen += n
+    return None, 1.0
+
+
+def _stats_from(total, selection):
+    """duration_stats' shape from roll-up totals; percentiles from the histograms, exact when their rank
+    error bound would be over 1%."""
+    stats = {"_total": total.incidents, "_recurrences": total.recurrences, "_reopened": total.reopened}
+    exact = []
+    for d in metrics.DURATIONS:
+        count = total.counts[d.key]
+        in_scope = total.incidents
+        if d.detected_by:
+            in_scope = (
+                total.detected_by_alert if d.detected_by == "alert" else total.incidents - total.detected_by_alert
+            )
+        histogram = total.histogram(d.key) if count else None
+        median, median_error = percentile(histogram, count, 0.5) if count else (None, 0.0)
+        p90, p90_error = percentile(histogram, count, 0.9) if count else (None, 0.0)
+        if max(median_error, p90_error) > MAX_RANK_ERROR:
+            exact.append(d)
+        stats[d.key] = {
+            "count": count,
+            "missing": in_scope - count,
+            "mean": metrics._round(total.sums[d.key] / count / 1e6) if count else None,
+            "median": metrics._round(median),
+            "p90": metrics._round(p90),
+        }
+    if exact:
+        found = metrics.duration_stats(metrics.with_lifecycle_facts(selection.incidents()), definitions=exact)
+        for d in exact:
+            stats[d.key]["median"], stats[d.key]["p90"] = found[d.key]["median"], found[d.key]["p90"]
+    return stats
+
+
+def metrics_read(*, user, since=None, until=None, service=None, severity=None):
+    """metrics.metrics_compute's result, from the daily roll-up when it can answer (it is built and at
+    most one service is asked for), else computed from the incidents."""
+    metrics.period_buckets("week", since, until)  # refuse a bad period first
+    if since is not None and until is not None and since >= until:
+        raise metrics.MetricsError("The period's start must be before its end.")
+    selection = selection_for(user=user, since=since, until=until, service=service, severity=severity)
+    if selection is None:
+        return metrics.metrics_compute(user=user, since=since, until=until, service=service, severity=severity)
+    read = Read(selection)
+    frequencies = {}
+    for period in ("week", "month"):
+        counts = defaultdict(int)
+        for day, n in read.per_day.items():
+            if n:
+                counts[metrics._bucket_start(day, period)] += n
+        frequencies[period] = metrics.frequency_from_counts(dict(counts), period, since, until)
+    severities = defaultdict(int)
+    for (_day, severity_id), n in read.per_day_severity.items():
+        severities[severity_id] += n
+    return metrics.metrics_assemble(
+        selection.incidents(),
+        _stats_from(read.total, selection),
+        frequencies=frequencies,
+        severities=metrics.severity_distribution_from_counts(dict(severities)),
+    )
