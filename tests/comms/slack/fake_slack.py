@@ -130,7 +130,7 @@ class FakeSlack:
         return {"ok": True}
 
 
-def start_fake_slack():
+def start_fake_slack(port=0):
     fake = FakeSlack()
 
     class Handler(BaseHTTPRequestHandler):
@@ -161,7 +161,7 @@ def start_fake_slack():
         def log_message(self, *args):
             pass
 
-    fake.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    fake.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     fake.server.daemon_threads = True
     threading.Thread(target=fake.server.serve_forever, daemon=True).start()
     return fake
