@@ -5,10 +5,13 @@ No permission group gets these models: superusers see them, or give the view per
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.urls import reverse
 from django.utils.html import format_html
 
+from incidents.admin import incident_panel_register
 from incidents.models import visible_incident_rows
 
+from .conf import slack_enabled
 from .health import slack_connection_check
 from .models import SlackCall, SlackChannel, SlackEvent
 from .outbox import slack_call_retry
@@ -90,3 +93,33 @@ class SlackChannelAdmin(ReadOnlyAdmin):
     list_select_related = ("incident",)
     search_fields = ("name", "channel_id")
     readonly_fields = [f.name for f in SlackChannel._meta.fields]
+
+
+def incident_slack(request, incident):
+    """The incident page's Slack row: its channel (a link into Slack), and calls for it that wait or failed."""
+    channel = SlackChannel.objects.filter(incident=incident).first()
+    if channel is None:
+        if not slack_enabled():
+            return []
+        why = "no channel yet" if incident.severity.slack_channel else "this severity opens no channel"
+        return [("Slack", why)]
+    if channel.channel_id:
+        text = format_html(
+            '<a href="https://slack.com/app_redirect?channel={}">#{}</a>{}',
+            channel.channel_id,
+            channel.name,
+            " (private)" if channel.is_private else "",
+        )
+    else:
+        text = format_html("#{} (being opened)", channel.name)
+    if request.user.has_perm("comms.view_slackcall"):
+        calls = SlackCall.objects.filter(incident=incident)
+        waiting = calls.filter(state__in=(State.PENDING, State.SENDING)).count()
+        failed = calls.filter(state=State.FAILED).count()
+        if waiting or failed:
+            listing = reverse("admin:comms_slackcall_changelist") + f"?incident__id__exact={incident.pk}"
+            text = format_html('{} · <a href="{}">{} waiting, {} failed</a>', text, listing, waiting, failed)
+    return [("Slack", text)]
+
+
+incident_panel_register(incident_slack)

@@ -59,3 +59,29 @@ def test_the_slack_page_shows_the_connection_and_what_waits_or_failed(settings, 
             page.screenshot(path=os.path.join(SHOTS, f"slack-admin-{width}x{height}.png"), full_page=True)
     finally:
         fake.stop()
+
+
+@pytest.mark.parametrize("width, height", [(1440, 900), (390, 844)])
+def test_the_incident_page_shows_the_slack_channel(settings, live_server, page, width, height):
+    from comms.slack.models import SlackChannel
+
+    settings.SLACK_BOT_TOKEN, settings.SLACK_SIGNING_SECRET = "xoxb-test-token", "secret"
+    settings.SLACK_API_URL = "http://127.0.0.1:9/api/"  # nothing is sent in this test
+    incident = declare("Checkout payments failing for EU cards", severity=SeverityFactory(level=2), actor=None)
+    SlackChannel.objects.update_or_create(
+        incident=incident,
+        defaults={"channel_id": "C0123ABCD", "name": f"inc-{incident.number}-checkout-payments-failing-for-eu-cards"},
+    )
+    get_user_model().objects.create_superuser("admin", "admin@example.com", "correct-horse-battery")
+    page.set_viewport_size({"width": width, "height": height})
+    url = f"/admin/incidents/incident/{incident.pk}/change/"
+    page.goto(f"{live_server.url}/admin/login/?next={url}")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "correct-horse-battery")
+    page.click("input[type=submit]")
+    link = page.locator("a[href='https://slack.com/app_redirect?channel=C0123ABCD']")
+    link.wait_for()
+    assert link.inner_text() == f"#inc-{incident.number}-checkout-payments-failing-for-eu-cards"
+    if SHOTS:
+        link.scroll_into_view_if_needed()
+        page.screenshot(path=os.path.join(SHOTS, f"slack-incident-page-{width}x{height}.png"), full_page=True)

@@ -70,3 +70,22 @@ def test_rows_of_a_restricted_incident_are_hidden_from_who_may_not_see_it(slack,
         page = client.get(url).content.decode()
         assert "Leaked credentials" not in page and secret.reference not in page and "G0SECRET" not in page, url
         assert "0 Slack" in page, url
+
+
+def test_the_incident_page_shows_its_slack_channel_and_calls_in_trouble(
+    slack, admin_client, severities, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    from comms.slack.admin import incident_slack
+
+    slack.script["conversations.setTopic"] = [(200, {}, {"ok": False, "error": "missing_scope"})]
+    with django_capture_on_commit_callbacks(execute=True):
+        incident = declare("Checkout errors", severity=severities[1], actor=None, restricted=True)
+    page = admin_client.get(reverse("admin:incidents_incident_panels", args=[incident.pk])).content.decode()
+    assert "Slack" in page
+    assert f"#inc-{incident.number}-checkout-errors</a> (private)" in page
+    assert "0 waiting, 1 failed" in page
+    low = declare("Typo", severity=severities[4], actor=None)
+    request = admin_client.get("/admin/").wsgi_request
+    assert incident_slack(request, low) == [("Slack", "this severity opens no channel")]
