@@ -46,9 +46,11 @@ test-tools:
 lint: install-dev
 	$(VENV)/bin/ruff check .
 
-## bench: the admin benchmark on PostgreSQL (see docs/benchmarks.md)
+## bench: every benchmark on PostgreSQL, one after another (bench/all.sh; see docs/benchmarks.md)
+# `make bench BENCH="status fanout"` runs only those (folders under bench/; "admin" is bench/run.sh).
+BENCH ?=
 bench: install-dev
-	bash bench/run.sh
+	bash bench/all.sh $(BENCH)
 
 clean:
 	rm -rf $(VENV) var staticfiles db.sqlite3
