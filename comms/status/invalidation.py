@@ -8,7 +8,8 @@ easier to keep complete than a call in every writer. Writes through a queryset `
 
 What counts (see selectors.py for what the public sees): published external updates and their
 component rows, scheduled maintenances and their updates and services, public services and their
-groups, and the incidents that have a published external update (name, status, impact, restriction).
+groups, and the incidents that have a published external update (name, status, impact, restriction,
+their services).
 """
 
 from django.db.models.signals import m2m_changed, post_delete, post_save
@@ -57,6 +58,18 @@ def _component_or_maintenance_saved(**kwargs):
 @receiver(m2m_changed, sender=ScheduledMaintenance.services.through, dispatch_uid="status.maintenance_services")
 def _maintenance_services_changed(action, **kwargs):
     if action in ("post_add", "post_remove", "post_clear"):
+        status_page_changed()
+
+
+@receiver(m2m_changed, sender=Incident.services.through, dispatch_uid="status.incident_services")
+def _incident_services_changed(instance, action, reverse, pk_set, **kwargs):
+    # An incident's public services can name it publicly (a neutral name when it has no public title).
+    if action not in ("post_add", "post_remove", "post_clear"):
+        return
+    incident_ids = [instance.pk] if not reverse else list(pk_set or ())
+    if reverse and action == "post_clear":
+        status_page_changed()  # a service cleared of all its incidents: rare, not worth a query
+    elif any(_has_public_update(pk) for pk in incident_ids[:50]) or len(incident_ids) > 50:
         status_page_changed()
 
 

@@ -320,3 +320,16 @@ def test_changes_to_incidents_the_public_cannot_see_leave_the_cache_alone(client
     incident = declare("Internal only", severity=world["severity"], services=[world["checkout"]])  # no public update
     incident_services.incident_transition(incident=incident, to="triaging", actor=world["writer"], at=timezone.now())
     assert django_cache.get(cache.VERSION_KEY) == version  # private changes leave the cached page alone
+
+
+def test_a_public_incidents_services_are_a_change_and_a_private_ones_are_not(client, world):
+    """The public name of an incident without a public title comes from its public services."""
+    public = declare("Checkout errors", severity=world["severity"], services=[world["checkout"]])
+    publish(world, public)
+    private = declare("Internal only", severity=world["severity"], services=[world["checkout"]])
+    client.get("/status/")
+    version = django_cache.get(cache.VERSION_KEY)
+    private.services.add(world["website"])
+    assert django_cache.get(cache.VERSION_KEY) == version
+    public.services.add(world["website"])
+    assert django_cache.get(cache.VERSION_KEY) is None  # dropped: the next request reads the new version
