@@ -9,7 +9,6 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.timesince import timesince
 
 from . import services
 from .admin_incident_page import IncidentPageMixin, _not_in_future
@@ -17,14 +16,17 @@ from .admin_incident_page import incident_panel_register as incident_panel_regis
 from .admin_lists import (
     REFERENCE_RE,
     AcknowledgedFilter,
+    LargeListMixin,
     LargeTablePaginator,
     NeedsFilter,
+    OpenCommanderFilter,
     OpenListColumns,
     OpenStatusFilter,
     apply_to_each,
     bounded_actions,
     dismiss_as_duplicate,
     page_number,
+    short_duration,
     with_update_due_from,
 )
 from .models import (
@@ -332,7 +334,7 @@ class DuplicateForm(forms.Form):
 
 
 @admin.register(Incident)
-class IncidentAdmin(IncidentPageMixin, admin.ModelAdmin):
+class IncidentAdmin(LargeListMixin, IncidentPageMixin, admin.ModelAdmin):
     form = IncidentForm
     change_form_template = "admin/incidents/incident/change_form.html"
     list_display = (
@@ -527,11 +529,11 @@ class IncidentAdmin(IncidentPageMixin, admin.ModelAdmin):
     @admin.display(description="age / duration")
     def age(self, incident):
         end = incident.resolved_at or incident.closed_at or timezone.now()
-        return timesince(incident.detected_at, end)
+        return short_duration(end - incident.detected_at)
 
     @admin.display(description="last update", ordering="last_activity_at")
     def last_update(self, incident):
-        return f"{timesince(incident.last_activity_at)} ago"
+        return f"{short_duration(timezone.now() - incident.last_activity_at)} ago"
 
     # -- saving through the services
 
@@ -633,7 +635,7 @@ class OpenIncidentAdmin(OpenListColumns, IncidentAdmin):
         "open_for",
     )
     list_display_links = ("reference", "title_and_services")
-    list_filter = (OpenStatusFilter, "severity", NeedsFilter, AcknowledgedFilter, ServiceFilter, CommanderFilter)
+    list_filter = (OpenStatusFilter, "severity", NeedsFilter, AcknowledgedFilter, ServiceFilter, OpenCommanderFilter)
     ordering = ("severity__level", "detected_at", "id")
 
     def get_queryset(self, request):

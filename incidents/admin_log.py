@@ -13,6 +13,7 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db.models import CharField, ForeignKey, Q
 from django.db.models.functions import Cast
+from django.utils.functional import SimpleLazyObject
 
 from .models import Incident, visibility_condition
 
@@ -52,9 +53,14 @@ def log_entries_hidden_condition(user):
 
 
 def get_log_entries(request):
-    entries = LogEntry.objects.select_related("content_type", "user")
-    hidden = log_entries_hidden_condition(request.user)
-    return entries if hidden is None else entries.exclude(hidden)
+    def entries():
+        visible = LogEntry.objects.select_related("content_type", "user")
+        hidden = log_entries_hidden_condition(request.user)
+        return visible if hidden is None else visible.exclude(hidden)
+
+    # Every admin page puts this in its context, only the home page reads it: building the condition
+    # (a subquery per model) costs tens of milliseconds, so it is built when read.
+    return SimpleLazyObject(entries)
 
 
 def install():
