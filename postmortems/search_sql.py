@@ -12,23 +12,17 @@ INCIDENT_DOCUMENT = (
     f"setweight(to_tsvector({CONFIG}, coalesce(summary, '')), 'B')"
 )
 NOTE_VECTOR = f"to_tsvector({CONFIG}, coalesce(body, ''))"
-REVIEW_VECTOR = (
-    f"to_tsvector({CONFIG}, "
-    + " || ' ' || ".join(
-        f"coalesce({name}, '')"
-        for name in (
-            "summary",
-            "customer_impact",
-            "timeline",
-            "root_cause",
-            "contributing_factors",
-            "what_went_well",
-            "what_went_badly",
-            "lessons_learned",
-        )
-    )
-    + ")"
+SECTIONS = (
+    "summary",
+    "customer_impact",
+    "timeline",
+    "root_cause",
+    "contributing_factors",
+    "what_went_well",
+    "what_went_badly",
+    "lessons_learned",
 )
+REVIEW_VECTOR = f"to_tsvector({CONFIG}, " + " || ' ' || ".join(f"coalesce({name}, '')" for name in SECTIONS) + ")"
 FACTOR_VECTOR = f"to_tsvector({CONFIG}, coalesce(description, ''))"
 
 # How much each place counts towards an incident's rank: its own title and summary (weights A/B inside
@@ -71,15 +65,6 @@ def matches_sql(*, published_only, with_review):
 
 
 def _prefixed(vector, alias):
-    for name in (
-        "summary",
-        "customer_impact",
-        "timeline",
-        "root_cause",
-        "contributing_factors",
-        "what_went_well",
-        "what_went_badly",
-        "lessons_learned",
-    ):
+    for name in SECTIONS:
         vector = vector.replace(f"coalesce({name},", f"coalesce({alias}.{name},")
     return vector
