@@ -10,6 +10,7 @@ PRODUCTION = {
     "DJANGO_DEBUG": "false",
     "DJANGO_SECRET_KEY": "a-long-random-production-key-0123456789-abcdefghijklmnopqrstuvwxyz",
     "DJANGO_ALLOWED_HOSTS": "incidents.example.com",
+    "CACHE_URL": "redis://redis.internal:6379/1",  # a shared cache: check --deploy warns without one (issue 11)
 }
 
 
