@@ -344,7 +344,12 @@ def dashboard_view(request):
     order = order if order in HOT_SPOT_COLUMNS else "incidents"
     data = dashboard_data(user=request.user, scope=scope, hot_spot_order=order)
     results = rollups.metrics_read(
-        user=request.user, since=scope.since, until=scope.until, service=scope.service, severity=scope.severity
+        user=request.user,
+        since=scope.since,
+        until=scope.until,
+        service=scope.service,
+        severity=scope.severity,
+        read=data["read"],
     )
     before = scope.previous()
     previous = rollups.metrics_read(

@@ -321,6 +321,7 @@ def dashboard_data(*, user, scope, hot_spot_order="incidents"):
         "action_items_tracked": overdue is not None,
         "hot_spots": spots,
         "factors": factor_categories(incidents),
+        "read": getattr(series, "read", None),  # the roll-up read, for the metric cards of the same scope
     }
 
 

@@ -610,16 +610,17 @@ def _stats_from(total, selection):
     return stats
 
 
-def metrics_read(*, user, since=None, until=None, service=None, severity=None):
+def metrics_read(*, user, since=None, until=None, service=None, severity=None, read=None):
     """metrics.metrics_compute's result, from the daily roll-up when it can answer (it is built and at
-    most one service is asked for), else computed from the incidents."""
+    most one service is asked for), else computed from the incidents. `read`: a Read of the same
+    selection already made in this request (the dashboard's), not read again."""
     metrics.period_buckets("week", since, until)  # refuse a bad period first
     if since is not None and until is not None and since >= until:
         raise metrics.MetricsError("The period's start must be before its end.")
     selection = selection_for(user=user, since=since, until=until, service=service, severity=severity)
     if selection is None:
         return metrics.metrics_compute(user=user, since=since, until=until, service=service, severity=severity)
-    read = Read(selection)
+    read = read or Read(selection)
     frequencies = {}
     for period in ("week", "month"):
         counts = defaultdict(int)
