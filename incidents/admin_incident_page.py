@@ -88,6 +88,7 @@ PANEL_OF_LABEL = {
     "Customer impact": "impact",
     "Updates": "comms",
     "Direct outreach": "comms",
+    "Slack": "comms",
     "Post-incident review": "review",
     "Action items": "review",
 }
@@ -560,6 +561,9 @@ class IncidentPageMixin:
             context["media"] = context["media"] + role_form.media
             # The page is a work surface: it uses the whole width (and skips rendering the model list).
             context["is_nav_sidebar_enabled"] = False
+            # The stock edit form is rendered when asked for (?edit=1), or again with what was typed after
+            # a refused save; otherwise the page does not pay for rendering it.
+            context["show_edit_form"] = request.method == "POST" or bool(request.GET.get("edit"))
         return super().render_change_form(request, context, add, change, form_url, obj)
 
 

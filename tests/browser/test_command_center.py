@@ -142,8 +142,9 @@ def test_a_typed_note_survives_someone_else_changing_the_incident(live_server, b
     page = context.new_page()
     log_in(page, live_server.url, "omar.oncall")
     page.goto(f"{live_server.url}/admin/incidents/incident/{incident.pk}/change/")
+    page.click("#edit-details a:has-text('Edit details')")  # the stock form, opened on demand
+    page.wait_for_selector("#id_title")
     page.fill("#composer textarea", "Index rebuild is at 40%.")
-    page.click("#edit-details > summary")
     page.fill("#id_title", "Search is slow (my edit)")
 
     services.incident_transition(incident=incident, to="responding", actor=people["dana"], note="Dana is on it")

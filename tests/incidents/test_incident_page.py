@@ -100,6 +100,13 @@ def test_a_note_typed_while_someone_else_changes_the_incident_is_still_added(cli
     assert note.body == "Consumers restarted, lag falling" and note.actor == me
 
 
+def test_the_edit_form_is_rendered_on_demand(admin_client):
+    incident = declare("Slow search")
+    assert 'name="title"' not in admin_client.get(page_url(incident)).content.decode()
+    html = admin_client.get(page_url(incident, edit=1)).content.decode()
+    assert 'name="title"' in html and 'name="loaded_version"' in html
+
+
 def test_a_refused_field_save_shows_what_was_typed(admin_client, admin_user):
     from tests.incidents.test_admin import form_data
 
