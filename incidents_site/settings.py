@@ -273,7 +273,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["incidents.api.permissions.ModelPermissions"],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["incidents.api.filters.StrictFilterBackend"],  # empty or mistyped values are 400s
     "DEFAULT_PAGINATION_CLASS": "incidents.api.pagination.KeysetPagination",
     "PAGE_SIZE": 25,
     # Applied by the API's views (incidents.api.views.ApiViewMixin), not to alert ingestion.
@@ -288,6 +288,9 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
 # How long an Idempotency-Key's first response is replayed to retries (seconds).
 API_IDEMPOTENCY_TTL = env.int("API_IDEMPOTENCY_TTL", default=24 * 3600)
+# How long a web process trusts an API key it checked, with its user's permissions (a revoked key or a
+# removed permission keeps working that long in other processes; 0 checks on every request).
+API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=10)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Incident management API",
     "DESCRIPTION": "Incidents, their lifecycle, timeline and roles; services and severities. "

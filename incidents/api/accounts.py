@@ -166,6 +166,7 @@ class IncidentImpactSerializer(serializers.Serializer):
     )
 )
 class IncidentImpactViewSet(viewsets.GenericViewSet):
+    single_object_list = True  # one document, not an array (incidents.api.schema)
     throttle_classes = [ApiKeyRateThrottle]
     serializer_class = IncidentImpactSerializer
     pagination_class = None

@@ -1,6 +1,9 @@
 """What every API view shares: throttling, Idempotency-Key on POSTs, and headers servers accept as they are."""
 
+import hashlib
+
 from django.db import transaction
+from django.utils.cache import get_conditional_response
 
 from . import idempotency
 from .throttling import ApiKeyRateThrottle
@@ -39,4 +42,16 @@ class ApiViewMixin:
         for name, value in list(response.items()):
             if type(value) is not str:
                 response[name] = str(value)
+        if request.method in ("GET", "HEAD") and response.status_code == 200:
+            response = conditional(request, response)
         return response
+
+
+def conditional(request, response):
+    """An ETag on every 200 read (a hash of the body unless the view set one, e.g. an incident's version),
+    and 304 Not Modified when If-None-Match names it: a client polling a list downloads it only when it changed."""
+    if not response.has_header("ETag"):
+        if hasattr(response, "render"):
+            response.render()
+        response["ETag"] = f'W/"{hashlib.sha256(response.content).hexdigest()[:32]}"'
+    return get_conditional_response(request, etag=response["ETag"], response=response)

@@ -2,9 +2,19 @@
 
 from datetime import UTC, datetime
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from incidents.timebounds import OUT_OF_RANGE, within_bounds
+
+
+@extend_schema_field({"anyOf": [{"type": "string", "format": "uri"}, {"type": "string", "maxLength": 0}]})
+class UrlOrBlankField(serializers.URLField):
+    """A link that may be left empty: "" or a URL, as the schema says (a bare URLField documents "uri" only)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("allow_blank", True)
+        super().__init__(**kwargs)
 
 
 class BoundedDateTimeField(serializers.DateTimeField):

@@ -3,9 +3,13 @@ from datetime import timezone as dt_timezone
 
 import django_filters as filters
 from django import forms
+from django.db import models
 from django.db.models import Exists, OuterRef, Q
 from django_filters.fields import IsoDateTimeField
+from django_filters.rest_framework import DjangoFilterBackend
+from django_filters.utils import get_model_field
 from drf_spectacular.utils import extend_schema_field
+from rest_framework.exceptions import ValidationError
 
 from incidents.models import Incident
 from incidents.timebounds import OUT_OF_RANGE, within_bounds
@@ -105,6 +109,49 @@ class SeverityFilter(MultipleValueFilter):
     field_class = SeverityLevelsField
 
 
+class StrictFilterBackend(DjangoFilterBackend):
+    """django-filter quietly drops what it cannot read: an empty ``?detected_before=``, ``?active=null`` on a
+    boolean, ``?severity=0.5`` for a level. The schema promises a date-time, a boolean, an integer, a value
+    from a list: anything else is a 400 here, like every other bad filter value, never an ignored filter.
+    Free text (CharFilter, a MultipleValueFilter of names) may be empty."""
+
+    FREE_TEXT = (filters.CharFilter, MultipleValueFilter)
+
+    def get_filterset(self, request, queryset, view):
+        filterset = super().get_filterset(request, queryset, view)
+        if filterset is not None:
+            errors = self.value_errors(filterset, request.query_params)
+            if errors:
+                raise ValidationError(errors)
+        return filterset
+
+    def value_errors(self, filterset, params):
+        errors = {}
+        for name, filter_ in filterset.filters.items():
+            for value in params.getlist(name):
+                problem = self.problem(filterset, filter_, value)
+                if problem:
+                    errors[name] = [problem]
+                    break
+        return errors
+
+    def problem(self, filterset, filter_, value):
+        if value.strip() == "":
+            # Free text may be empty, and an empty ordering means the default one.
+            empty_ok = type(filter_) in self.FREE_TEXT or isinstance(filter_, filters.OrderingFilter)
+            return None if empty_ok else "A value is required."
+        if isinstance(filter_, filters.BooleanFilter) and not isinstance(filter_, StrictBooleanFilter):
+            return None if value.lower() in ("true", "false") else "Use true or false."
+        if isinstance(filter_, filters.NumberFilter) and self.is_integer_field(filterset, filter_):
+            return None if re.fullmatch(r"-?[0-9]{1,18}", value) else "A whole number is required."
+        return None
+
+    @staticmethod
+    def is_integer_field(filterset, filter_):
+        field = get_model_field(filterset._meta.model, filter_.field_name) if filterset._meta.model else None
+        return isinstance(field, (models.IntegerField, models.ForeignKey))
+
+
 REFERENCE = re.compile(r"(?:INC-)?(\d{1,9})", re.IGNORECASE)
 
 
@@ -139,6 +186,13 @@ class IncidentFilterSet(filters.FilterSet):
     class Meta:
         model = Incident
         fields = []
+
+    def get_form_class(self):
+        # The form depends on the filters alone, not the request: build its class once, not per request.
+        cls = type(self)
+        if "_form_class" not in cls.__dict__:
+            cls._form_class = super().get_form_class()
+        return cls._form_class
 
     def filter_service(self, queryset, name, value):
         if not value:

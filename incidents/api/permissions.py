@@ -15,6 +15,12 @@ class ModelPermissions(DjangoModelPermissions):
         "HEAD": ["%(app_label)s.view_%(model_name)s"],
     }
 
+    def _queryset(self, view):
+        # Only the model is read from it: the class's queryset says which, without building the view's
+        # filtered queryset (visibility rule and all) a second time per request.
+        queryset = getattr(view, "queryset", None)
+        return queryset if queryset is not None else super()._queryset(view)
+
     def has_permission(self, request, view):
         required = getattr(view, "action_permissions", {}).get(getattr(view, "action", None))
         if required is None:

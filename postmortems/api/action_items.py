@@ -14,6 +14,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
+from incidents.api.fields import UrlOrBlankField
 from incidents.api.filters import (
     REFERENCE,
     CommaSeparatedCharField,
@@ -40,6 +41,7 @@ class ActionItemSerializer(serializers.ModelSerializer):
         slug_field="username", read_only=True, allow_null=True, help_text="The owner's username."
     )
     is_overdue = serializers.SerializerMethodField(help_text="Still to do and past its due date.")
+    tracker_url = UrlOrBlankField(read_only=True, help_text="Link to the ticket in an external tracker, or empty.")
 
     class Meta:
         model = ActionItem
@@ -89,8 +91,8 @@ class ActionItemUpdateSerializer(serializers.Serializer):
     due_date = serializers.DateField(required=False, allow_null=True)
     priority = serializers.ChoiceField(choices=ActionItem.Priority.choices, required=False)
     kind = serializers.ChoiceField(choices=ActionItem.Kind.choices, required=False)
-    tracker_url = serializers.URLField(
-        required=False, allow_blank=True, max_length=500, validators=[_http_url], help_text="http or https."
+    tracker_url = UrlOrBlankField(
+        required=False, max_length=500, validators=[_http_url], help_text="http or https."
     )
     status = serializers.ChoiceField(choices=Status.choices, required=False)
     wont_do_reason = serializers.CharField(

@@ -438,7 +438,7 @@ class ReviewViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
         summary="Reopen a review as a draft",
         description="From in review or published; approvals are withdrawn.",
         request=ReopenSerializer,
-        responses={200: ReviewDetailSerializer},
+        responses={200: ReviewDetailSerializer, 409: STATE_CONFLICT},
     )
     @action(detail=True, methods=["post"])
     def reopen(self, request, pk=None):
