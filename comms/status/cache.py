@@ -109,7 +109,12 @@ def cached_document(key, render):
     lock_key = RENDER_LOCK_KEY.format(key)
     if document is not None and _cache_call(cache.add, lock_key, 1, RENDER_LOCK_SECONDS) is False:
         return document  # another process is rendering the new one
-    document = rendered(version, render)
+    try:
+        document = rendered(version, render)
+    except Exception:
+        # Gone (a 404: restricted since, say) or broken: nobody may keep serving the old copy.
+        _cache_call(cache.delete_many, [document_key, lock_key])
+        raise
     _cache_call(cache.set, document_key, document, settings.STATUS_PAGE_CACHE_SECONDS)
     _cache_call(cache.delete, lock_key)
     return document

@@ -333,3 +333,15 @@ def test_a_public_incidents_services_are_a_change_and_a_private_ones_are_not(cli
     assert django_cache.get(cache.VERSION_KEY) == version
     public.services.add(world["website"])
     assert django_cache.get(cache.VERSION_KEY) is None  # dropped: the next request reads the new version
+
+
+def test_an_incident_restricted_since_is_not_served_from_the_cache(client, world):
+    incident = declare("Checkout errors", severity=world["severity"], services=[world["checkout"]])
+    publish(world, incident)
+    public_id = client.get("/status/api/v2/summary.json").json()["incidents"][0]["id"]
+    page = f"/status/incidents/{public_id}/"
+    assert client.get(page).status_code == 200
+    incident_services.incident_restriction_set(incident=incident, restricted=True, actor=world["writer"])
+    assert client.get(page).status_code == 404
+    assert django_cache.get(cache.DOCUMENT_KEY.format(f"incident:{public_id}")) is None  # nobody serves it
+    assert client.get("/status/api/v2/summary.json").json()["incidents"] == []
