@@ -18,6 +18,7 @@ only quiet rounds are quoted when there are any.
 """
 
 import json
+import signal
 import statistics
 import sys
 import threading
@@ -365,6 +366,7 @@ def render(meta, data, args):
 
 def main():
     args = parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: unwind (the publisher stops too)
     common.setup_django("bench.settings", PROG)
     if args.prepare:
         prepare()
