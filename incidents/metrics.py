@@ -648,9 +648,9 @@ def metrics_compute(*, user, since=None, until=None, service=None, severity=None
     )
 
 
-def metrics_assemble(incidents, stats, *, frequencies, severities):
-    """The result of metrics_compute from its parts; customer reports and the registered sources are read
-    from `incidents` (the in-scope queryset)."""
+def metrics_assemble(incidents, stats, *, frequencies, severities, reports=None):
+    """The result of metrics_compute from its parts; customer reports (`reports`, or those of `incidents`)
+    and the registered sources are read from the in-scope queryset."""
     definitions = {d.key: d for d in CORE_DEFINITIONS}
     total, recurrences, reopened = stats["_total"], stats["_recurrences"], stats["_reopened"]
     result = OrderedDict()
@@ -670,9 +670,9 @@ def metrics_assemble(incidents, stats, *, frequencies, severities):
         total=total,
         rate=_round(recurrences / total, 4) if total else None,
     )
-    reports = CustomerReport.objects.filter(incident__in=incidents.values("pk")).aggregate(
-        n=Count("id"), customers=Count("customer_id", distinct=True)
-    )
+    if reports is None:
+        reports = CustomerReport.objects.filter(incident__in=incidents.values("pk"))
+    reports = reports.aggregate(n=Count("id"), customers=Count("customer_id", distinct=True))
     result["customers_affected"] = metric_result(definitions["customers_affected"], count=reports["customers"])
     result["customer_reports"] = metric_result(definitions["customer_reports"], count=reports["n"])
     for fn, _defs in _sources:

@@ -147,6 +147,9 @@ def comparable(result):
 )
 def test_figures_from_the_rollup_equal_the_figures_from_the_incidents(dataset, boss, filters):  # noqa: F811
     rollups.rollup_rebuild()  # the data set sets timestamps with update(), without the services
+    for incident, customer in ((dataset["a"], "c1"), (dataset["a"], "c2"), (dataset["c"], "c1"), (dataset["f"], "c3")):
+        services.customer_report_create(actor=boss, incident=incident, customer_id=customer)
+    services.customer_report_create(actor=boss, customer_id="c9")  # unlinked
     viewer = UserFactory(username="vera", groups=["Viewers"])
     allowed = UserFactory(username="sam")
     allowed.user_permissions.add(Permission.objects.get(codename="view_restricted_incident"))
