@@ -18,7 +18,16 @@ from incidents.models import Incident, Service, visible_incident_rows
 
 from . import rendering
 from . import services as comms_services
-from .models import Delivery, IncidentNudge, OutreachContact, Subscriber, Update, UpdateComponent, UpdateTemplate
+from .models import (
+    Delivery,
+    IncidentNudge,
+    OutreachContact,
+    StakeholderList,
+    Subscriber,
+    Update,
+    UpdateComponent,
+    UpdateTemplate,
+)
 
 # ---- Updates and templates ----
 
@@ -156,6 +165,42 @@ class UpdateComponentInline(admin.TabularInline):
         return self._draft(obj) and super().has_delete_permission(request, obj)
 
 
+CHANNEL_LABELS = {
+    comms_services.CHANNEL_STATUS_PAGE: "the public status page, its JSON and feed",
+    comms_services.CHANNEL_EMAIL_SUBSCRIBERS: "e-mail subscribers",
+    comms_services.CHANNEL_DIRECT_OUTREACH: "direct outreach to affected customers",
+    comms_services.CHANNEL_STAKEHOLDERS: "internal stakeholders (role holders and stakeholder lists)",
+}
+
+
+def _publish_reach(update):
+    """What the publish confirmation says: the channels, and how many recipients on each."""
+    counts = comms_services.update_recipient_summary(update)
+    return {
+        "channels": [CHANNEL_LABELS[c] for c in comms_services.update_channels(update)],
+        "counts": [(Subscriber.Channel(channel).label, n) for channel, n in counts.items() if n],
+        "total": sum(counts.values()),
+    }
+
+
+class ReviewQueueFilter(admin.SimpleListFilter):
+    """"Waiting for my review": updates in review that this person may approve (not written or submitted by them)."""
+
+    title = "review"
+    parameter_name = "review"
+
+    def lookups(self, request, model_admin):
+        return [("mine", "Waiting for my review")] if request.user.has_perm("comms.approve_update") else []
+
+    def queryset(self, request, queryset):
+        if self.value() != "mine":
+            return queryset
+        if not request.user.has_perm("comms.approve_update"):
+            return queryset.none()
+        me = request.user.pk
+        return queryset.filter(status=Update.Status.IN_REVIEW).exclude(author_id=me).exclude(submitted_by_id=me)
+
+
 # Each step: (service, permission the person needs, message when done).
 WORKFLOW_STEPS = {
     "submit": (comms_services.update_submit, "comms.change_update", "submitted for review", "Submit for review"),
@@ -188,7 +233,7 @@ class UpdateAdmin(admin.ModelAdmin):
         "created_at",
         "published_at",
     )
-    list_filter = ("audience", "status", "public_status", "incident__severity")
+    list_filter = (ReviewQueueFilter, "audience", "status", "public_status", "incident__severity")
     list_select_related = ("incident", "incident__severity", "author")
     search_fields = ("title", "body", "incident__title")
     autocomplete_fields = ("incident",)
@@ -276,7 +321,17 @@ class UpdateAdmin(admin.ModelAdmin):
 
     @admin.display(description="title")
     def headline(self, update):
-        return update.title or update.body[:80]
+        """As it reads (placeholders filled): drafts keep theirs until publishing."""
+        if update.status == Update.Status.PUBLISHED or "{{" not in update.title + update.body[:80]:
+            return update.title or update.body[:80]
+        try:
+            title, body, _html = comms_services.update_preview(
+                incident=update.incident, audience=update.audience, public_status=update.public_status,
+                title=update.title, body=update.body[:80],
+            )  # fmt: skip
+        except comms_services.UpdateError:
+            return update.title or update.body[:80]
+        return title or body
 
     @admin.display(description="severity", ordering="incident__severity__level")
     def severity_label(self, update):
@@ -429,6 +484,8 @@ class UpdateAdmin(admin.ModelAdmin):
                 "preview_title": title,
                 "preview_html": html,
             }
+            if step == "publish":
+                context["reach"] = _publish_reach(update)
             return TemplateResponse(request, "admin/comms/update/confirm_step.html", context)
         try:
             result = service(update=update, actor=request.user)
@@ -645,6 +702,28 @@ class OutreachContactAdmin(admin.ModelAdmin):
     @admin.display(description="services")
     def services_list(self, contact):
         return ", ".join(s.name for s in contact.services.all()) or "every service"
+
+
+@admin.register(StakeholderList)
+class StakeholderListAdmin(admin.ModelAdmin):
+    """Who hears internal updates besides the incident's role holders: by service and minimum severity."""
+
+    list_display = ("name", "services_list", "min_severity", "people", "is_active")
+    list_filter = ("is_active", "services", "min_severity")
+    list_select_related = ("min_severity",)
+    search_fields = ("name", "emails", "users__username", "users__email")
+    filter_horizontal = ("users", "services")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("services", "users")
+
+    @admin.display(description="services")
+    def services_list(self, stakeholders):
+        return ", ".join(s.name for s in stakeholders.services.all()) or "every service"
+
+    @admin.display(description="people and addresses")
+    def people(self, stakeholders):
+        return len(stakeholders.users.all()) + len(stakeholders.email_list())
 
 
 class _ReadOnlyAdmin(admin.ModelAdmin):

@@ -237,6 +237,37 @@ class Subscriber(models.Model):
         return self.confirmed_at is not None and self.unsubscribed_at is None
 
 
+class StakeholderList(models.Model):
+    """People and addresses who receive internal updates (executives, support leads, account managers)
+    on incidents of the chosen services (none: every service) at or above the minimum severity."""
+
+    name = models.CharField(max_length=100, unique=True)
+    users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="stakeholder_lists")
+    emails = models.TextField(blank=True, help_text="Other addresses, one per line (or comma-separated).")
+    services = models.ManyToManyField(
+        "incidents.Service", blank=True, related_name="stakeholder_lists", help_text="None chosen: every service."
+    )
+    min_severity = models.ForeignKey(
+        "incidents.Severity",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Hear of incidents this severe or worse (Sev2: Sev1 and Sev2). Empty: every severity.",
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def email_list(self):
+        return [e.strip() for e in self.emails.replace(",", "\n").splitlines() if e.strip()]
+
+
 class OutreachContact(models.Model):
     """A customer told directly about incidents on its services, when the severity's policy says so (Sev1)."""
 
@@ -303,6 +334,7 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["update", "state"], name="delivery_update_state_idx"),
             models.Index(fields=["state", "created_at"], name="delivery_state_created_idx"),
+            models.Index(fields=["claimed_at"], name="delivery_claimed_idx"),  # the sweep: is any worker busy?
         ]
 
     def __str__(self):
@@ -317,6 +349,8 @@ class IncidentNudge(models.Model):
         UPDATE_DUE = "update_due", "Update due (communications lead)"
         UPDATE_OVERDUE = "update_overdue", "Update overdue by an interval (commander)"
         ACK_ESCALATION = "ack_escalation", "Not acknowledged in time"
+        REVIEW_REQUESTED = "review_requested", "Update waiting for review (approvers)"
+        RESOLUTION_DRAFTED = "resolution_drafted", "Resolved internally: resolving update drafted (communications lead)"
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"

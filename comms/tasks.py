@@ -57,6 +57,12 @@ def update_cadence_sweep():
     return services.update_cadence_sweep()
 
 
+@shared_task(name="comms.tasks.notices_send")
+def notices_send():
+    """Enqueued after a notice commits (review requested, resolution drafted): sends the pending ones."""
+    return services.nudges_send_pending(kinds=services.NOTICE_KINDS)
+
+
 @shared_task(name="comms.tasks.ack_escalation_sweep")
 def ack_escalation_sweep():
     """Beat, every minute: tell the escalation contact (or commander) of incidents not acknowledged in time, once."""

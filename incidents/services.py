@@ -8,7 +8,7 @@ that is already in effect is a no-op.
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max, Value
+from django.db.models import F, Max, Q, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -115,11 +115,13 @@ NOT_ACKNOWLEDGING_KINDS = frozenset({Kind.ALERT, Kind.ACKNOWLEDGED, Kind.STATUS_
 
 
 def _acknowledge_by_working_on(incident, at):
-    """Stamp acknowledged_at once (never before detection) on an open incident a person works on."""
-    stamped = Incident.objects.filter(
-        pk=incident.pk, acknowledged_at__isnull=True, status__in=Incident.OPEN_STATUSES
-    ).update(acknowledged_at=Greatest(Value(at), F("detected_at")))
-    if stamped and incident.acknowledged_at is None:
+    """Acknowledged by a person's first step on an open incident (never before its detection)."""
+    stamped = (
+        Incident.objects.filter(pk=incident.pk, status__in=Incident.OPEN_STATUSES)
+        .filter(Q(acknowledged_at__isnull=True) | Q(acknowledged_at__gt=at, detected_at__lt=F("acknowledged_at")))
+        .update(acknowledged_at=Greatest(Value(at), F("detected_at")))
+    )
+    if stamped:
         incident.acknowledged_at = Incident.objects.values_list("acknowledged_at", flat=True).get(pk=incident.pk)
 
 
@@ -207,8 +209,8 @@ def _apply_status(incident, to, at, actor, going_back):
     if going_back:
         incident.mitigated_at = incident.resolved_at = incident.closed_at = None
         incident.duplicate_of = None
-    if actor is not None and to != Status.DISMISSED and incident.acknowledged_at is None:
-        incident.acknowledged_at = at  # a person working on it has acknowledged it
+    if actor is not None and to != Status.DISMISSED and (incident.acknowledged_at is None or at < incident.acknowledged_at):
+        incident.acknowledged_at = at  # a person working on it has acknowledged it (by their first step)
     if to in Incident.MITIGATED_OR_LATER_STATUSES and incident.mitigated_at is None:
         incident.mitigated_at = at  # skipped forward: mitigated no later than resolved
     if to in Incident.RESOLVED_OR_LATER_STATUSES and incident.resolved_at is None:
@@ -219,14 +221,15 @@ def _apply_status(incident, to, at, actor, going_back):
     return {f: (old, getattr(incident, f)) for f, old in before.items() if getattr(incident, f) != old}
 
 
-def _check_not_before_history(incident, at):
-    # Going back clears the stamps it undoes, so the last status change counts too.
+def _check_not_before_history(incident, at, *, by_person=False):
+    # Going back clears the stamps it undoes, so the last status change counts too. A person's step
+    # dated before the acknowledgement moves the acknowledgement back to it (their first step).
     last_move = TimelineEvent.objects.filter(incident=incident, kind=Kind.STATUS_CHANGED).aggregate(
         at=Max("occurred_at")
     )
     stamps = (
         incident.detected_at,
-        incident.acknowledged_at,
+        None if by_person else incident.acknowledged_at,
         incident.mitigated_at,
         incident.resolved_at,
         incident.closed_at,
@@ -258,7 +261,7 @@ def incident_transition(*, incident, to, actor, note="", at=None, duplicate_of=N
     for guard in _transition_guards:
         guard(incident, to)
     at = _when(at)
-    _check_not_before_history(incident, at)
+    _check_not_before_history(incident, at, by_person=actor is not None and to != Status.DISMISSED)
     # Reopening, regressing after mitigation, or undoing a dismissal.
     going_back = to in (Status.RESPONDING, Status.TRIAGING) and incident.status in BEYOND_RESPONDING
     if duplicate_of is not None:

@@ -6,6 +6,8 @@
 - nudges:       update-cadence reminders and acknowledgement escalation
 - maintenance:  scheduled maintenance and its notices
 - public:       an incident's public identity (public title, impact statement)
+- notices:      approvers told of updates to review, the communications lead of a drafted resolution
+- resolution:   the public "resolved" update drafted (and reviewed) when an incident is resolved
 - enqueue:      the one place work is handed to Celery (services never import comms.tasks)
 
 The names below are the package's interface: `from comms import services; services.update_publish(…)`.
@@ -29,6 +31,7 @@ from .deliveries import (
     update_deliveries_create,
     update_deliveries_fan_out,
     update_delivery_progress,
+    update_recipient_summary,
     update_stakeholder_emails,
 )
 from .maintenance import (
@@ -44,8 +47,10 @@ from .maintenance import (
     maintenance_sweep,
     maintenance_transition,
 )
+from .notices import NOTICE_KINDS, approvers_of, notice_create, update_review_requested
 from .nudges import ack_escalation_sweep, nudge_send, nudges_send_pending, update_cadence_sweep
 from .public import incident_public_identity_set
+from .resolution import incident_resolution_draft
 from .subscribers import (
     SubscriberError,
     outreach_contacts_for,

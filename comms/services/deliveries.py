@@ -32,7 +32,13 @@ from ..rendering import markdown_render, slack_escape
 from ..status import public_ids
 from . import email_merge
 from ._settings import setting as _setting
-from .subscribers import _normalise_email, outreach_contacts_for, subscriber_list_for, subscriber_unsubscribe_url
+from .subscribers import (
+    _normalise_email,
+    outreach_contacts_for,
+    stakeholder_lists_for,
+    subscriber_list_for,
+    subscriber_unsubscribe_url,
+)
 
 delivery_log = logging.getLogger("comms.deliveries")
 
@@ -66,25 +72,29 @@ def update_channels(update):
 
 
 def update_stakeholder_emails(update):
-    """Who hears an internal update: the incident's current role holders, plus COMMS_STAKEHOLDER_EMAILS
-    (executives, support leads) unless the incident is restricted. Sorted, without duplicates."""
+    """Who hears an internal update: the incident's current role holders, plus (unless the incident is
+    restricted: it stays with its own people) the stakeholder lists of its services and severity and
+    COMMS_STAKEHOLDER_EMAILS. Sorted, lower-cased, without duplicates."""
+    incident = update.incident
     holders = RoleAssignment.objects.filter(
-        incident_id=update.incident_id, relieved_at__isnull=True, user__is_active=True
+        incident_id=incident.pk, relieved_at__isnull=True, user__is_active=True
     ).exclude(user__email="")
     emails = set(holders.values_list("user__email", flat=True))
-    if not update.incident.is_restricted:
+    if not incident.is_restricted:
         emails.update(getattr(settings, "COMMS_STAKEHOLDER_EMAILS", ()))
-    return sorted(e for e in emails if e)
+        for stakeholders in stakeholder_lists_for(services=list(incident.services.all()), severity=incident.severity):
+            emails.update(u.email for u in stakeholders.users.all() if u.is_active and u.email)
+            emails.update(stakeholders.email_list())
+    return sorted({_normalise_email(e) for e in emails if e})
 
 
-def update_deliveries_create(*, update):
-    """Called by the publishing service inside its transaction: one delivery per recipient of a
-    published update (a repeat creates nothing new), handed to Celery after commit.
+def update_recipients(update):
+    """{(channel, address): unsaved Delivery} for everyone a published update reaches (nothing written).
 
     External updates go to e-mail subscribers (policy "email_subscribers"), webhook and Slack
     subscribers (whenever the update reaches the status page) and the direct-outreach contacts
-    (policy "direct_outreach"); internal ones to the incident's active role holders. An external
-    update on a restricted incident reaches no external audience. Returns the number of new rows.
+    (policy "direct_outreach"); internal ones to the incident's stakeholders. An external update on a
+    restricted incident reaches no external audience.
     """
     incident = update.incident
     channels = set(update_channels(update))
@@ -120,6 +130,22 @@ def update_deliveries_create(*, update):
         if CHANNEL_DIRECT_OUTREACH in channels:
             for pk, email in outreach_contacts_for(services=services).values_list("pk", "email"):
                 add(Subscriber.Channel.EMAIL, email, Delivery.Audience.OUTREACH, outreach_contact_id=pk)
+    return rows
+
+
+def update_recipient_summary(update):
+    """{"email": n, "webhook": n, "slack": n} of who publishing it would reach now (the confirm page)."""
+    counts = {channel: 0 for channel in Subscriber.Channel.values}
+    for channel, _address in update_recipients(update):
+        counts[channel] += 1
+    return counts
+
+
+def update_deliveries_create(*, update):
+    """Called by the publishing service inside its transaction: one delivery per recipient of a
+    published update (update_recipients; a repeat creates nothing new), handed to Celery after
+    commit. Returns the number of new rows."""
+    rows = update_recipients(update)
     before = Delivery.objects.filter(update=update).count()
     Delivery.objects.bulk_create(rows.values(), batch_size=1000, ignore_conflicts=True)
     created = Delivery.objects.filter(update=update).count() - before

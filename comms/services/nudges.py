@@ -17,6 +17,7 @@ from incidents.models import Incident, RoleAssignment
 
 from ..models import IncidentNudge
 from .deliveries import _claim_timeout, _message_domain, delivery_log
+from .notices import NOTICE_KINDS
 from .subscribers import _normalise_email
 from .updates import incident_next_update_due
 
@@ -102,7 +103,9 @@ def update_cadence_sweep(*, now=None):
         if now >= due + timedelta(minutes=incident.severity.update_interval_minutes):
             candidates.append((incident, IncidentNudge.Kind.UPDATE_OVERDUE, due))
     _nudges_create(candidates)
-    return nudges_send_pending(kinds=[IncidentNudge.Kind.UPDATE_DUE, IncidentNudge.Kind.UPDATE_OVERDUE], now=now)
+    # Notices (review requested, resolution drafted) normally go at once; the ones that did not go again here.
+    kinds = [IncidentNudge.Kind.UPDATE_DUE, IncidentNudge.Kind.UPDATE_OVERDUE, *NOTICE_KINDS]
+    return nudges_send_pending(kinds=kinds, now=now)
 
 
 def ack_escalation_sweep(*, now=None):
@@ -149,6 +152,7 @@ def nudge_send(*, nudge_id):
         "admin_url": settings.SITE_URL + reverse("admin:incidents_incident_change", args=[incident.pk]),
         "interval": incident.severity.update_interval_minutes,
         "ack_target": incident.severity.ack_target_minutes,
+        "review_url": settings.SITE_URL + reverse("admin:comms_update_changelist") + "?review=mine",
     }
     try:
         subject, body = _nudge_text(nudge, context)

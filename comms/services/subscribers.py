@@ -17,7 +17,7 @@ from django.utils import timezone
 from incidents.mailing import subject_line
 
 from ..enqueue import task_enqueue
-from ..models import OutreachContact, Subscriber
+from ..models import OutreachContact, StakeholderList, Subscriber
 from ._settings import setting as _setting
 
 log = logging.getLogger("comms.subscriptions")
@@ -261,6 +261,14 @@ def subscriber_list_for(*, services, severity=None):
     if severity is not None:  # "Sev2 or worse" admits levels 1 and 2
         subscribers = subscribers.filter(Q(min_severity__isnull=True) | Q(min_severity__level__gte=severity.level))
     return subscribers
+
+
+def stakeholder_lists_for(*, services, severity):
+    """Active stakeholder lists that hear of incidents on these services at this severity, with their people."""
+    lists = _services_filter(StakeholderList.objects.filter(is_active=True), services=services, owner="stakeholderlist")
+    return lists.filter(Q(min_severity__isnull=True) | Q(min_severity__level__gte=severity.level)).prefetch_related(
+        "users"
+    )
 
 
 def outreach_contacts_for(*, services):

@@ -11,6 +11,7 @@ from incidents.services import timeline_event_record
 from .. import rendering
 from ..models import ComponentStatus, Update, UpdateComponent
 from .deliveries import update_deliveries_create
+from .notices import update_review_requested
 
 
 class UpdateError(Exception):
@@ -195,6 +196,7 @@ def update_submit(*, update, actor):
     update.status = Update.Status.IN_REVIEW
     update.submitted_by, update.submitted_at = actor, timezone.now()
     update.save(update_fields=["status", "submitted_by", "submitted_at", "updated_at"])
+    update_review_requested(update=update)
     return update
 
 

@@ -680,7 +680,8 @@ def test_declaring_records_who_what_and_when(t0, responder, sev2):
     row = reload(incident)
     assert (row.status, row.version, row.severity, row.recurrence_of) == (S.DETECTED, 1, sev2, earlier)
     assert (row.started_at, row.detected_at, row.last_activity_at) == (minutes(t0, -20), t0, t0)
-    assert [getattr(row, f) for f in STAMPS] == [None] * 4
+    # A person declaring it has acknowledged it (issue 12); the other stamps wait for their steps.
+    assert [getattr(row, f) for f in STAMPS] == [t0, None, None, None]
     [event] = timeline(incident)
     assert (event.kind, event.actor, event.occurred_at, event.body) == (Kind.DECLARED, responder, t0, "Checkout errors")
     assert event.data == {

@@ -41,10 +41,10 @@ def resolved_sev1(people):
         detected_at=t0,
     )
     incident_services.role_assign(
-        incident=incident, role="commander", user=people["author"], actor=people["author"], at=t0 + timedelta(minutes=1)
-    )
+        incident=incident, role="commander", user=people["author"], actor=people["author"], at=t0 + timedelta(minutes=5)
+    )  # a person's first step acknowledges the incident (issue 12): at +5
     incident_services.timeline_note_add(
-        incident=incident, actor=people["author"], body="Rolled back the 14:02 deploy.", occurred_at=t0 + timedelta(minutes=2)
+        incident=incident, actor=people["author"], body="Rolled back the 14:02 deploy.", occurred_at=t0 + timedelta(minutes=6)
     )
     return drive(incident, S.RESOLVED, actor=people["author"], at=t0)
 
