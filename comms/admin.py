@@ -28,6 +28,7 @@ from .models import (
     UpdateComponent,
     UpdateTemplate,
 )
+from .public_name import incident_public_name
 
 # ---- Updates and templates ----
 
@@ -183,6 +184,16 @@ def _publish_reach(update):
     }
 
 
+class PublicIdentityForm(forms.Form):
+    public_title = forms.CharField(
+        max_length=200, required=False, help_text="Empty: a neutral name from the public services it affects."
+    )
+    public_impact = forms.CharField(
+        label="Impact statement", required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="What customers notice, in their words (shown on the status page and in e-mails).",
+    )  # fmt: skip
+
+
 class ReviewQueueFilter(admin.SimpleListFilter):
     """"Waiting for my review": updates in review that this person may approve (not written or submitted by them)."""
 
@@ -298,7 +309,7 @@ class UpdateAdmin(admin.ModelAdmin):
             return [content]
         return [
             content,
-            ("Preview (as it reads now)", {"fields": ("preview", "next_update")}),
+            ("Preview (as it reads now)", {"fields": ("preview", "public_identity", "next_update")}),
             ("Workflow", {"fields": self.workflow_fields}),
             ("Delivery", {"fields": ("delivery_progress",)}),
         ]
@@ -306,7 +317,10 @@ class UpdateAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
-        return (*self.readonly_on_change, "preview", "next_update", "delivery_progress", *self.workflow_fields)
+        return (
+            *self.readonly_on_change, "preview", "public_identity", "next_update", "delivery_progress",
+            *self.workflow_fields,
+        )  # fmt: skip
 
     def has_change_permission(self, request, obj=None):
         # Only drafts are edited; the others show read-only, with their workflow buttons.
@@ -341,6 +355,12 @@ class UpdateAdmin(admin.ModelAdmin):
     def preview(self, update):
         title, html = self._preview_of(update)
         return format_html('<div class="update-preview"><h3>{}</h3>{}</div>', title, html)
+
+    @admin.display(description="public name")
+    def public_identity(self, update):
+        url = reverse("admin:comms_update_public_identity", args=[update.incident_id])
+        url += "?next=" + reverse("admin:comms_update_change", args=[update.pk])
+        return format_html('{} · <a href="{}">Change what the public is told</a>', incident_public_name(update.incident), url)
 
     @admin.display(description="incident's cadence")
     def next_update(self, update):
@@ -438,6 +458,13 @@ class UpdateAdmin(admin.ModelAdmin):
                 name=f"{prefix}_preview_existing",
             ),
         ]
+        urls.append(
+            path(
+                "public-identity/<int:incident_id>/",
+                self.admin_site.admin_view(self.public_identity_view),
+                name=f"{prefix}_public_identity",
+            )
+        )
         for step in WORKFLOW_STEPS:
             urls.append(
                 path(
@@ -498,6 +525,34 @@ class UpdateAdmin(admin.ModelAdmin):
         else:
             self.message_user(request, f"{result}: {done}.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:comms_update_change", args=[result.pk]))
+
+    def public_identity_view(self, request, incident_id):
+        """The incident's public title and impact statement: what everything public calls it."""
+        incident = Incident.objects.visible_to(request.user).filter(pk=incident_id).first()
+        if incident is None:
+            raise Http404("No such incident.")
+        if not request.user.has_perm(comms_services.PUBLISH_EXTERNAL_PERMISSION):
+            raise PermissionDenied
+        form = PublicIdentityForm(
+            request.POST or None, initial={"public_title": incident.public_title, "public_impact": incident.public_impact}
+        )
+        if request.method == "POST" and form.is_valid():
+            try:
+                comms_services.incident_public_identity_set(incident=incident, actor=request.user, **form.cleaned_data)
+            except comms_services.UpdateError as exc:
+                form.add_error(getattr(exc, "field", None), str(exc))
+            else:
+                self.message_user(request, f"{incident.reference}: what the public is told was saved.", messages.SUCCESS)
+                return HttpResponseRedirect(request.GET.get("next") or reverse("admin:comms_update_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Public identity of {incident.reference}",
+            "opts": self.opts,
+            "incident": incident,
+            "form": form,
+            "public_name": incident_public_name(incident),
+        }
+        return TemplateResponse(request, "admin/comms/update/public_identity.html", context)
 
     def preview_view(self, request, object_id=None):
         """The draft form posted here (the Preview button): the update as it would read, nothing saved."""

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from comms import services as comms_services
 from comms.models import ComponentStatus, Update, UpdateComponent, UpdateTemplate
+from comms.public_name import incident_public_name
 from incidents.api.errors import Conflict
 from incidents.api.filters import MultipleValueFilter, StrictBooleanFilter
 from incidents.api.schema import error_response
@@ -34,6 +35,13 @@ class UpdateComponentSerializer(serializers.ModelSerializer):
     class Meta:
         model = UpdateComponent
         fields = ["service", "name", "status"]
+
+
+class PublicIdentitySerializer(serializers.Serializer):
+    incident = IncidentReferenceField(help_text="The incident's reference, e.g. INC-1042.")
+    public_title = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    public_impact = serializers.CharField(required=False, allow_blank=True, help_text="What customers notice.")
+    public_name = serializers.CharField(read_only=True, help_text="What the public sees it called.")
 
 
 class UpdateSerializer(serializers.ModelSerializer):
@@ -186,11 +194,13 @@ class UpdateViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
         "approve": {"POST": ["comms.view_update", "comms.approve_update"]},
         "publish": {"POST": ["comms.view_update", "comms.change_update"]},
         "correct": {"POST": ["comms.view_update", "comms.add_update"]},
+        "public_identity": {"POST": ["comms.view_update", "comms.publish_external_update"]},
     }
     input_serializers = {
         "create": UpdateCreateSerializer,
         "partial_update": UpdateEditSerializer,
         "correct": UpdateCorrectSerializer,
+        "public_identity": PublicIdentitySerializer,
     }
 
     def get_queryset(self):
@@ -318,6 +328,30 @@ class UpdateViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMix
             update=update, actor=request.user, title=data.get("title"), body=data.get("body")
         )
         return self.update_response(correction, status.HTTP_201_CREATED)
+
+
+    @extend_schema(
+        summary="Set an incident's public title and impact statement",
+        description="What the status page, its feeds, subscriber e-mails and webhooks call the incident (its "
+        "internal title and reference never reach them). Empty title: a neutral one from its public services.",
+        request=PublicIdentitySerializer,
+        responses={200: PublicIdentitySerializer},
+    )
+    @action(detail=False, methods=["post"], url_path="public-identity")
+    def public_identity(self, request):
+        data = self.validated()
+        incident = comms_services.incident_public_identity_set(
+            incident=data["incident"],
+            actor=request.user,
+            public_title=data.get("public_title", ""),
+            public_impact=data.get("public_impact", ""),
+        )
+        return Response({
+            "incident": incident.reference,
+            "public_title": incident.public_title,
+            "public_impact": incident.public_impact,
+            "public_name": incident_public_name(incident),
+        })
 
 
 class UpdateTemplateFilterSet(filters.FilterSet):

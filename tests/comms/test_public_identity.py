@@ -157,3 +157,39 @@ def test_an_email_subject_never_repeats_the_status(world):
         services.update_publish(update=update, actor=world["comms"])
     services.deliveries_send(delivery_ids=list(Delivery.objects.values_list("pk", flat=True)))
     assert [m.subject for m in mail.outbox] == ["Resolved: Checkout"]
+
+
+# ---- set in the admin and through the API -------------------------------------------------------------
+
+
+def test_the_admin_form_sets_it_for_communications_only(client, world):
+    incident = declare(INTERNAL, services=[world["checkout"]])
+    url = f"/admin/comms/update/public-identity/{incident.pk}/"
+    client.force_login(UserFactory(username="rita", groups=["Responders"]))
+    assert client.get(url).status_code == 403
+    client.force_login(world["comms"])
+    page = client.get(url).content.decode()
+    assert "Service disruption: Checkout" in page and "Neither ever reaches the public" in page
+    refused = client.post(url, {"public_title": f"About {incident.reference}", "public_impact": ""})
+    assert refused.status_code == 200 and "never shown publicly" in refused.content.decode()
+    client.post(url, {"public_title": "Slow checkouts", "public_impact": "Payments take a minute."})
+    incident.refresh_from_db()
+    assert (incident.public_title, incident.public_impact) == ("Slow checkouts", "Payments take a minute.")
+
+
+def test_the_api_sets_it_for_communications_only(client, world):
+    incident = declare(INTERNAL, services=[world["checkout"]])
+    body = {"incident": incident.reference, "public_title": "Slow checkouts", "public_impact": "Slow."}
+    client.force_login(UserFactory(username="rita", groups=["Responders"]))
+    assert client.post("/api/v1/updates/public-identity/", body, content_type="application/json").status_code == 403
+    client.force_login(world["comms"])
+    response = client.post("/api/v1/updates/public-identity/", body, content_type="application/json")
+    assert response.status_code == 200, response.content
+    assert response.json() == {
+        "incident": incident.reference, "public_title": "Slow checkouts", "public_impact": "Slow.",
+        "public_name": "Slow checkouts",
+    }  # fmt: skip
+    bad = client.post(
+        "/api/v1/updates/public-identity/", {**body, "public_title": incident.reference}, content_type="application/json"
+    )
+    assert bad.status_code == 400 and "never shown publicly" in bad.content.decode() and "public_title" in bad.content.decode()
