@@ -11,7 +11,9 @@
 #      DEBUG off, bench.settings (the product's settings plus a bare /bench/baseline/ endpoint);
 #   3. runs bench/measure.py: logs in by creating a session for the superuser `bench-admin`, checks each
 #      URL answers 200, counts queries, warms up, then `wrk -t2 -c8 -d15s --latency --timeout 30s`
-#      twice per endpoint (baseline, admin incident list, admin incident page, admin open-incidents list);
+#      twice per endpoint: the bare DRF list (the baseline of the ratios, bench/baseline_urls.py), the bare
+#      `.values()` view, the admin incident list, the incident page of an incident with 5,000 timeline events
+#      (made once by measure.py) and its follow-up panels, a typical closed SEV1 page, the open-incidents list;
 #   4. replaces the section "## Admin list and incident page (issue 2)" of docs/benchmarks.md and stops
 #      gunicorn. Raw output: bench/results/ (ignored by git).
 #
