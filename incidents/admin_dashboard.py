@@ -352,8 +352,13 @@ def dashboard_view(request):
         read=data["read"],
     )
     before = scope.previous()
-    previous = rollups.metrics_read(
-        user=request.user, since=before.since, until=before.until, service=scope.service, severity=scope.severity
+    previous = rollups.metrics_read(  # means, counts and rates are what the change compares
+        user=request.user,
+        since=before.since,
+        until=before.until,
+        service=scope.service,
+        severity=scope.severity,
+        percentiles=False,
     )
     changes = period_change(results, previous)
     summary, missing = summary_lines(results, changes, scope)

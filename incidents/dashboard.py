@@ -247,14 +247,14 @@ def factor_categories(incidents):
 
 
 def period_change(current, previous):
-    """{key: {"previous", "change"}} for the headline figures: counts and rates as they were the period
-    before, and the relative change (None when there is nothing to compare with)."""
+    """{key: {"previous", "change"}} for the headline figures: counts, rates and mean durations as they
+    were the period before, and the relative change (None when there is nothing to compare with)."""
 
     def value(metric):
         if metric is None:
             return None
         if metric.get("kind") == "duration":
-            return metric.get("median")
+            return metric.get("mean")
         if metric.get("kind") == "rate":
             return metric.get("rate")
         if metric.get("kind") == "series":

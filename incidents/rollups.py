@@ -156,9 +156,10 @@ class Totals:
         blocks = b"".join(self.histogram(key).tobytes() for key in DURATION_KEYS)
         return zlib.compress(blocks, 1)
 
-    def add_row(self, row):
+    def add_row(self, row, histograms=True):
         """Add a MetricsRollup (or another Totals). Histograms are added as packed integers: one big-int
-        addition adds every bucket at once (32 bits a bucket never carry: counts stay far below 2**32)."""
+        addition adds every bucket at once (32 bits a bucket never carry: counts stay far below 2**32).
+        histograms=False: counts and sums only (no medians wanted)."""
         for name in ("incidents", "recurrences", "reopened", "detected_by_alert", "impact_ended_us", "impact_open"):
             setattr(self, name, getattr(self, name) + getattr(row, name))
         self.impact_open_start_us += row.impact_open_start_us
@@ -172,6 +173,8 @@ class Totals:
                 if key in self.counts:
                     self.counts[key] += count
                     self.sums[key] += total
+            if not histograms:
+                return
             blocks = zlib.decompress(bytes(row.histograms))
         width = 4 * BUCKETS
         for i, key in enumerate(DURATION_KEYS):
@@ -531,14 +534,16 @@ def selection_for(*, user, since=None, until=None, service=None, severity=None):
 class Read:
     """What one request reads: the totals, counts and duration sums per day and severity, per service."""
 
-    def __init__(self, selection):
+    def __init__(self, selection, histograms=True):
+        self.histograms = histograms
         self.total = Totals()
         self.per_day = defaultdict(int)  # day -> incidents
         self.per_day_severity = defaultdict(int)  # (day, severity id) -> incidents
         self.per_day_duration = defaultdict(lambda: [0, 0])  # (day, key) -> [count, sum µs]
         self.per_service = defaultdict(lambda: [0, 0, 0, 0])  # id -> [incidents, ended µs, open, open starts]
-        for row in selection.rows():  # a few hundred rows a year: fetched at once
-            self.total.add_row(row)
+        rows = selection.rows() if histograms else selection.rows().defer("histograms")
+        for row in rows:  # a few hundred rows a year: fetched at once
+            self.total.add_row(row, histograms)
             self.per_day[row.day] += row.incidents
             for key, (count, total) in row.durations.items():
                 cell = self.per_day_duration[(row.day, key)]
@@ -608,9 +613,9 @@ def percentile(histogram, count, fraction):
     return None, 1.0
 
 
-def _stats_from(total, selection):
+def _stats_from(total, selection, percentiles=True):
     """duration_stats' shape from roll-up totals; percentiles from the histograms, exact when their rank
-    error bound would be over 1%."""
+    error bound would be over 1% (none at all with percentiles=False)."""
     stats = {"_total": total.incidents, "_recurrences": total.recurrences, "_reopened": total.reopened}
     exact = []
     for d in metrics.DURATIONS:
@@ -620,11 +625,13 @@ def _stats_from(total, selection):
             in_scope = (
                 total.detected_by_alert if d.detected_by == "alert" else total.incidents - total.detected_by_alert
             )
-        histogram = total.histogram(d.key) if count else None
-        median, median_error = percentile(histogram, count, 0.5) if count else (None, 0.0)
-        p90, p90_error = percentile(histogram, count, 0.9) if count else (None, 0.0)
-        if max(median_error, p90_error) > MAX_RANK_ERROR:
-            exact.append(d)
+        median = p90 = None
+        if count and percentiles:
+            histogram = total.histogram(d.key)
+            median, median_error = percentile(histogram, count, 0.5)
+            p90, p90_error = percentile(histogram, count, 0.9)
+            if max(median_error, p90_error) > MAX_RANK_ERROR:
+                exact.append(d)
         stats[d.key] = {
             "count": count,
             "missing": in_scope - count,
@@ -639,7 +646,7 @@ def _stats_from(total, selection):
     return stats
 
 
-def metrics_read(*, user, since=None, until=None, service=None, severity=None, read=None):
+def metrics_read(*, user, since=None, until=None, service=None, severity=None, read=None, percentiles=True):
     """metrics.metrics_compute's result, from the daily roll-up when it can answer (it is built and at
     most one service is asked for), else computed from the incidents. `read`: a Read of the same
     selection already made in this request (the dashboard's), not read again."""
@@ -649,7 +656,7 @@ def metrics_read(*, user, since=None, until=None, service=None, severity=None, r
     selection = selection_for(user=user, since=since, until=until, service=service, severity=severity)
     if selection is None:
         return metrics.metrics_compute(user=user, since=since, until=until, service=service, severity=severity)
-    read = read or Read(selection)
+    read = read or Read(selection, histograms=percentiles)
     frequencies = {}
     for period in ("week", "month"):
         counts = defaultdict(int)
@@ -662,7 +669,7 @@ def metrics_read(*, user, since=None, until=None, service=None, severity=None, r
         severities[severity_id] += n
     return metrics.metrics_assemble(
         selection.incidents(),
-        _stats_from(read.total, selection),
+        _stats_from(read.total, selection, percentiles=read.histograms),
         frequencies=frequencies,
         severities=metrics.severity_distribution_from_counts(dict(severities)),
         reports=selection.reports(),

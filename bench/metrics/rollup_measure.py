@@ -37,6 +37,7 @@ def parse_args():
     parser.add_argument("--base-url", default="http://127.0.0.1:18710")
     parser.add_argument("--label", help="200k or 2m: the data set measured")
     parser.add_argument("--render", action="store_true")
+    parser.add_argument("--skip-whole-history", action="store_true", help="do not time the whole history")
     common.add_run_options(parser, command="bench/metrics/rollup_run.sh")
     return parser.parse_args()
 
@@ -92,7 +93,7 @@ def main():
     )
     whole = []
     request = urllib.request.Request(args.base_url + "/api/v1/metrics/", headers={"Authorization": f"Bearer {key}"})
-    for _ in range(5):
+    for _ in range(0 if args.skip_whole_history else 5):
         started = time.monotonic()
         with urllib.request.urlopen(request, timeout=120) as response:
             body = json.loads(response.read())
@@ -100,7 +101,7 @@ def main():
     record = {
         "label": args.label,
         "incidents": incidents,
-        "in_scope_whole_history": body["metrics"]["incidents"]["count"],
+        "in_scope_whole_history": body["metrics"]["incidents"]["count"] if whole else None,
         "load": [load_before, common.load_now()],
         "wrk": common.wrk_command_line(args),
         "date": datetime.now(UTC).isoformat(timespec="minutes"),
@@ -141,14 +142,16 @@ def render(args):
     for name in records[0]["p50_us"]:
         if name != "bare DRF list":
             lines.append(f"- {name}: {p50[('2m', name)] / p50[('200k', name)]:.2f}×")
-    big = records[1]
-    lines += [
-        "",
-        f"Whole history at {big['incidents']:,} incidents ({big['in_scope_whole_history']:,} in scope), "
-        f"GET /api/v1/metrics/ one request at a time: "
-        f"{', '.join(f'{s:.2f} s' for s in big['whole_history_s'])} (target < 2 s); at 200,000: "
-        f"{', '.join(f'{s:.2f} s' for s in records[0]['whole_history_s'])}.",
-    ]
+    for record in records:
+        if record["whole_history_s"]:
+            lines += [
+                "",
+                f"Whole history at {record['incidents']:,} incidents ({record['in_scope_whole_history']:,} in "
+                f"scope), GET /api/v1/metrics/ one request at a time: "
+                f"{', '.join(f'{s:.2f} s' for s in record['whole_history_s'])} (target at 2,000,000: < 2 s).",
+            ]
+        else:
+            lines += ["", f"Whole history at {record['incidents']:,} incidents: not measured in this run."]
     common.write_section(args.docs, SECTION, "\n".join(lines) + "\n")
     print("\n".join(lines))
 

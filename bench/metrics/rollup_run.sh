@@ -19,7 +19,7 @@ source "$ROOT/bench/common.sh"
 
 export API_THROTTLE_RATE="${API_THROTTLE_RATE:-100000000/min}"
 BENCH_PORT="${BENCH_PORT:-18710}"
-LABELS=(200k 2m)
+read -r -a LABELS <<< "${BENCH_LABELS:-200k 2m}"
 i=0
 for DB in ${DATABASES:-incidents_bench incidents_bench_2m}; do
   label="${LABELS[$i]}"; i=$((i + 1))
@@ -31,9 +31,12 @@ from incidents.rollups import rollup_built; raise SystemExit(0 if rollup_built()
   "$PY" manage.py collectstatic --noinput -v0
   start_gunicorn "$BENCH_PORT" "gunicorn-rollups-$label"
   "$PY" bench/metrics/rollup_measure.py --base-url "http://127.0.0.1:$PORT" --label "$label" \
-    --duration "${BENCH_DURATION:-15s}" --warmup "${BENCH_WARMUP:-5s}" --runs "${BENCH_RUNS:-2}"
+    --duration "${BENCH_DURATION:-15s}" --warmup "${BENCH_WARMUP:-5s}" --runs "${BENCH_RUNS:-2}" \
+    ${BENCH_SKIP_WHOLE_HISTORY:+--skip-whole-history}
   stop_gunicorn
   trap - EXIT
   unset DATABASE_URL
 done
-"$PY" bench/metrics/rollup_measure.py --render --docs "${BENCH_DOCS:-$ROOT/docs/benchmarks.md}"
+if [ -z "${BENCH_NO_RENDER:-}" ]; then
+  "$PY" bench/metrics/rollup_measure.py --render --docs "${BENCH_DOCS:-$ROOT/docs/benchmarks.md}"
+fi
