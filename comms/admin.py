@@ -184,6 +184,18 @@ def _publish_reach(update):
     }
 
 
+def preview_panes(incident, audience, public_status, title):
+    """What the preview shows besides the text: the status-page entry's name and status, and the e-mail's subject."""
+    if audience == Update.Audience.EXTERNAL:
+        name = incident_public_name(incident)
+        label = Update.PublicStatus(public_status).label if public_status else ""
+        headline = title or name
+        subject = comms_services.subject_status_tag(label, headline) + headline
+        return {"external": True, "public_name": name, "status_label": label, "headline": headline, "subject": subject}
+    headline = title or incident.title
+    return {"external": False, "headline": headline, "subject": f"[{incident.reference}] Internal update: {headline}"}
+
+
 class PublicIdentityForm(forms.Form):
     public_title = forms.CharField(
         max_length=200, required=False, help_text="Empty: a neutral name from the public services it affects."
@@ -510,6 +522,7 @@ class UpdateAdmin(admin.ModelAdmin):
                 "step_label": label,
                 "preview_title": title,
                 "preview_html": html,
+                "panes": preview_panes(update.incident, update.audience, update.public_status, title),
             }
             if step == "publish":
                 context["reach"] = _publish_reach(update)
@@ -570,23 +583,31 @@ class UpdateAdmin(admin.ModelAdmin):
                 "form": None,
                 "preview_title": title,
                 "preview_html": html,
+                "panes": preview_panes(obj.incident, obj.audience, obj.public_status, title),
             }
             return TemplateResponse(request, "admin/comms/update/preview.html", context)
         if not (self.has_add_permission(request) or self.has_change_permission(request, obj)):
             raise PermissionDenied
         form_class = self.get_form(request, obj, change=obj is not None)
         form = form_class(request.POST, instance=obj)
-        title = html = None
+        title = html = panes = None
         if form.is_valid():
             data = form.cleaned_data
-            title, _body, html = comms_services.update_preview(
-                incident=obj.incident if obj else data["incident"],
-                audience=obj.audience if obj else data["audience"],
-                public_status=data.get("public_status", ""),
-                title=data.get("title", ""),
-                body=data.get("body", ""),
-            )
-            html = mark_safe(html)  # sanitised by nh3
+            incident = obj.incident if obj else data["incident"]
+            audience = obj.audience if obj else data["audience"]
+            try:
+                title, _body, html = comms_services.update_preview(
+                    incident=incident,
+                    audience=audience,
+                    public_status=data.get("public_status", ""),
+                    title=data.get("title", ""),
+                    body=data.get("body", ""),
+                )
+            except comms_services.UpdateError as exc:  # an internal-only placeholder in an external text
+                form.add_error(getattr(exc, "field", None), str(exc))
+            else:
+                html = mark_safe(html)  # sanitised by nh3
+                panes = preview_panes(incident, audience, data.get("public_status", ""), title)
         context = {
             **self.admin_site.each_context(request),
             "title": "Preview",
@@ -594,6 +615,7 @@ class UpdateAdmin(admin.ModelAdmin):
             "form": form,
             "preview_title": title,
             "preview_html": html,
+            "panes": panes,
         }
         return TemplateResponse(request, "admin/comms/update/preview.html", context)
 
@@ -633,6 +655,11 @@ class UpdateAdmin(admin.ModelAdmin):
             context["preview_url"] = reverse("admin:comms_update_preview_existing", args=[obj.pk])
         else:
             context["preview_url"] = reverse("admin:comms_update_preview")
+            # For the template picker's script (comms/static/comms/admin/update_template.js).
+            context["update_templates"] = {
+                str(t.pk): {"audience": t.audience, "public_status": t.public_status, "title": t.title, "body": t.body}
+                for t in UpdateTemplate.objects.filter(is_active=True)
+            }
         return super().render_change_form(request, context, add, change, form_url, obj)
 
 

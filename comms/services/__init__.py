@@ -27,6 +27,7 @@ from .deliveries import (
     deliveries_send,
     deliveries_sweep,
     delivery_retry_countdown,
+    subject_status_tag,
     update_channels,
     update_deliveries_create,
     update_deliveries_fan_out,

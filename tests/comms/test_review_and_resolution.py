@@ -152,3 +152,21 @@ def test_publishing_in_the_admin_says_who_will_be_told_and_asks_first(people, ch
     assert "the public status page" in page and "e-mail subscribers" in page
     update.refresh_from_db()
     assert update.status == Update.Status.DRAFT  # asking changed nothing
+
+
+def test_the_draft_form_offers_the_templates_to_its_script_and_the_preview_shows_page_and_email(people, checkout, client):
+    template = UpdateTemplate.objects.get(name="Investigating")
+    incident = declare("Primary database CPU saturated", severity=SeverityFactory(level=3), services=[checkout])
+    client.force_login(people["writer"])
+    add = client.get("/admin/comms/update/add/").content.decode()
+    assert 'id="update-templates"' in add and "comms/admin/update_template.js" in add
+    assert "Investigating problems with {{ services }}" in add  # the template's text, for the script to fill
+    preview = client.post(
+        "/admin/comms/update/preview/",
+        {"incident": incident.pk, "audience": "external", "template": template.pk, "public_status": "investigating",
+         "title": "", "body": "{{ services_are }} slow."},
+    ).content.decode()  # fmt: skip
+    assert "On the status page" in preview and "In the e-mail to subscribers" in preview
+    assert "Service disruption: Checkout" in preview  # the public name, as on the page
+    assert "Subject:</strong> Investigating problems with Checkout<" in preview  # not "[Investigating] Investigating…"
+    assert "Checkout is slow." in preview and "Primary database CPU saturated" not in preview
