@@ -18,6 +18,7 @@ from .admin_lists import (
     AcknowledgedFilter,
     LargeListMixin,
     LargeTablePaginator,
+    MergeForm,
     NeedsFilter,
     OpenCommanderFilter,
     OpenListColumns,
@@ -313,21 +314,15 @@ def reopen(modeladmin, request, queryset):
     apply_to_each(modeladmin, request, queryset, lambda incident: _reopen_one(incident, request.user))
 
 
-class DuplicateForm(forms.Form):
-    original = forms.CharField(label="Duplicate of", help_text="Reference of the original incident, e.g. INC-1042.")
-    note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+class DuplicateForm(MergeForm):
+    """The incident page's Dismiss as duplicate: the list action's form, for one incident."""
 
     def __init__(self, *args, incident, user, **kwargs):
-        self.incident, self.user = incident, user
-        super().__init__(*args, **kwargs)
+        self.incident = incident
+        super().__init__(*args, user=user, **kwargs)
 
     def clean_original(self):
-        match = REFERENCE_RE.match(self.cleaned_data["original"].strip())
-        # Only incidents this person may see: a restricted one is "no incident", as everywhere else.
-        visible = Incident.objects.visible_to(self.user)
-        original = visible.filter(number=int(match.group(1))).first() if match else None
-        if original is None:
-            raise ValidationError("No incident has this reference.")
+        original = super().clean_original()
         if original.pk == self.incident.pk:
             raise ValidationError("An incident cannot duplicate itself.")
         return original
