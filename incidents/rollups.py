@@ -34,6 +34,8 @@ from . import metrics
 from .models import (
     CustomerReport,
     Incident,
+    IncidentMember,
+    RoleAssignment,
     Service,
     Severity,
     TimelineEvent,
@@ -507,7 +509,11 @@ class Selection:
             edges = Q(pk__isnull=False)  # shorter than a day: all of it live
         condition = edges
         if not self.sees_all:
-            condition |= Q(is_restricted=True)
+            # Restricted incidents this person may see, found from their own roles and memberships (a few),
+            # not by checking every restricted incident of the period.
+            roles = RoleAssignment.objects.filter(user=self.user).values("incident_id")
+            members = IncidentMember.objects.filter(user=self.user).values("incident_id")
+            condition |= Q(is_restricted=True) & (Q(pk__in=roles) | Q(pk__in=members))
         return base.filter(condition) if condition else base.none()
 
 

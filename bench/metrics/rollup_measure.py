@@ -11,7 +11,8 @@ Measured with `wrk -t2 -c8 --latency`, interleaved, after a warm-up, for a 90-da
 - /admin/incidents/dashboard/?period=90 (session cookie),
 as bench-metrics-viewer (Viewers group, not allowed to see every restricted incident: the restricted ones
 they may see are read live). Then the whole history, GET /api/v1/metrics/, timed serially (5 requests).
-Results: bench/results/rollups-<label>.json; --render writes docs/benchmarks.md, section below.
+Results: bench/results/rollups-<label>.json; --render writes docs/benchmarks.md, section "## Metrics"
+(in place of bench/metrics/run.sh's older "## Metrics (issue 6)").
 """
 
 import json
@@ -28,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 from bench import common  # noqa: E402
 
 PROG = "bench/metrics/rollup_measure.py"
-SECTION = "## Metrics and dashboard from daily roll-ups (issue 14)"
+SECTION = "## Metrics"
+OLD_SECTION = "## Metrics (issue 6)"  # bench/metrics/run.sh's, replaced by this one
 USERNAME = "bench-metrics-viewer"
 
 
@@ -152,7 +154,11 @@ def render(args):
             ]
         else:
             lines += ["", f"Whole history at {record['incidents']:,} incidents: not measured in this run."]
-    common.write_section(args.docs, SECTION, "\n".join(lines) + "\n")
+    docs = Path(args.docs)
+    if docs.exists() and OLD_SECTION in docs.read_text():
+        common.write_section(docs, OLD_SECTION, "\n".join(lines) + "\n")
+    else:
+        common.write_section(docs, SECTION, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
