@@ -570,10 +570,14 @@ class MaintenanceUpdate(models.Model):
 
 
 class MaintenanceNotice(models.Model):
-    """One e-mail telling one subscriber of a maintenance: unique per maintenance, subscriber and kind."""
+    """One message telling one subscriber (e-mail, webhook or Slack) of a maintenance: unique per
+    maintenance, subscriber, kind and window (a rescheduled window is announced again)."""
 
     class Kind(models.TextChoices):
         UPCOMING = "upcoming", "Upcoming maintenance"
+        RESCHEDULED = "rescheduled", "Maintenance rescheduled"
+        STARTED = "started", "Maintenance started"
+        COMPLETED = "completed", "Maintenance completed"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -584,7 +588,9 @@ class MaintenanceNotice(models.Model):
     maintenance = models.ForeignKey(ScheduledMaintenance, on_delete=models.CASCADE, related_name="notices")
     subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="maintenance_notices")
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.UPCOMING)
+    window_start = models.DateTimeField(null=True, blank=True, help_text="The start of the window it announced.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker took it for sending.")
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -593,7 +599,8 @@ class MaintenanceNotice(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["maintenance", "subscriber", "kind"], name="maintenance_notice_once_per_subscriber"
+                fields=["maintenance", "subscriber", "kind", "window_start"],
+                name="maintenance_notice_once_per_window",
             )
         ]
         indexes = [models.Index(fields=["maintenance", "status"], name="maintenance_notice_status_idx")]

@@ -25,6 +25,14 @@ def reword_back(apps, schema_editor):
     reword_seeded_templates(apps, schema_editor, backwards=True)
 
 
+def notices_window(apps, schema_editor):
+    """Notices sent so far announced the window as it was scheduled."""
+    MaintenanceNotice = apps.get_model("comms", "MaintenanceNotice")
+    for notice in MaintenanceNotice.objects.filter(window_start__isnull=True).select_related("maintenance"):
+        notice.window_start = notice.maintenance.scheduled_for
+        notice.save(update_fields=["window_start"])
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("comms", "0004_status_page"),
@@ -90,4 +98,35 @@ class Migration(migrations.Migration):
             index=models.Index(fields=["claimed_at"], name="delivery_claimed_idx"),
         ),
         migrations.RunPython(reword_seeded_templates, reword_back),
+        # Maintenance notices: rescheduled, started and completed too; unique per window; attempts.
+        migrations.RemoveConstraint(model_name="maintenancenotice", name="maintenance_notice_once_per_subscriber"),
+        migrations.AddField(
+            model_name="maintenancenotice", name="attempts", field=models.PositiveSmallIntegerField(default=0)
+        ),
+        migrations.AddField(
+            model_name="maintenancenotice",
+            name="window_start",
+            field=models.DateTimeField(blank=True, help_text="The start of the window it announced.", null=True),
+        ),
+        migrations.RunPython(notices_window, migrations.RunPython.noop),
+        migrations.AlterField(
+            model_name="maintenancenotice",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("upcoming", "Upcoming maintenance"),
+                    ("rescheduled", "Maintenance rescheduled"),
+                    ("started", "Maintenance started"),
+                    ("completed", "Maintenance completed"),
+                ],
+                default="upcoming",
+                max_length=20,
+            ),
+        ),
+        migrations.AddConstraint(
+            model_name="maintenancenotice",
+            constraint=models.UniqueConstraint(
+                fields=("maintenance", "subscriber", "kind", "window_start"), name="maintenance_notice_once_per_window"
+            ),
+        ),
     ]

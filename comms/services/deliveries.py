@@ -331,20 +331,28 @@ def _webhook_payload(delivery, context):
 
 
 class _Permanent(Exception):
-    pass
+    """A failure that trying again will not fix (a refused address, a 4xx)."""
+
+
+SubscriberWebhookRefused = _Permanent
 
 
 def _post_webhook(delivery, context):
-    """POST to a subscriber's webhook with the outbound webhooks' guard: every address the host
-    resolves to is checked, and the connection goes to a checked one (no DNS rebinding)."""
+    subscriber_webhook_post(delivery.address, _webhook_payload(delivery, context))
+
+
+def subscriber_webhook_post(url, payload):
+    """POST JSON to a subscriber's webhook with the outbound webhooks' guard: every address the host
+    resolves to is checked, and the connection goes to a checked one (no DNS rebinding). Raises
+    SubscriberWebhookRefused (permanent) or DeliveryRetry (try again later)."""
     allow_private = _setting("COMMS_SUBSCRIBER_WEBHOOK_ALLOW_PRIVATE", False)
     try:
-        destination = webhooks.destination_check(delivery.address, allow_private=allow_private)
+        destination = webhooks.destination_check(url, allow_private=allow_private)
     except webhooks.DestinationRefused as error:
         raise _Permanent(f"{error} (COMMS_SUBSCRIBER_WEBHOOK_ALLOW_PRIVATE)") from None
     except webhooks.WebhookError as error:
         raise DeliveryRetry(str(error)) from None
-    body = json.dumps(_webhook_payload(delivery, context)).encode()
+    body = json.dumps(payload).encode()
     headers = {"Content-Type": "application/json", "User-Agent": "incidents-subscriptions/1"}
     try:
         status, excerpt, _location = webhooks.destination_post(

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -16,17 +16,25 @@ from incidents.mailing import subject_line
 
 from ..enqueue import task_enqueue
 from ..models import MaintenanceNotice, MaintenanceUpdate, ScheduledMaintenance, Subscriber
-from ..rendering import markdown_render
+from ..rendering import markdown_render, slack_escape
 from ..status import public_ids
-from .deliveries import _claim_timeout, _message_domain
+from ._settings import setting as _setting
+from .deliveries import (
+    DeliveryRetry,
+    SubscriberWebhookRefused,
+    _claim_timeout,
+    _message_domain,
+    subscriber_webhook_post,
+)
 from .subscribers import subscriber_list_for, subscriber_unsubscribe_url
 
 # ---- Status page: scheduled maintenance ----
 
 # A maintenance is scheduled, then moves scheduled -> in progress -> (verifying) -> completed, each
-# step writing a public MaintenanceUpdate. Subscribers of its public services hear of it once,
-# MAINTENANCE_NOTICE_HOURS before it starts (or when staff say "notify now"): one MaintenanceNotice row
-# per maintenance, subscriber and kind, claimed (pending -> sending) by a worker before the e-mail goes.
+# step writing a public MaintenanceUpdate. Subscribers of its public services (e-mail, webhook, Slack)
+# hear of it MAINTENANCE_NOTICE_HOURS before it starts (or when staff say "notify now"), again when an
+# announced window is rescheduled, and when it starts and when it completes: one MaintenanceNotice row
+# per maintenance, subscriber, kind and window, claimed (pending -> sending) by a worker before it goes.
 
 maintenance_log = logging.getLogger("comms.maintenance")
 
@@ -36,6 +44,7 @@ MAINTENANCE_MESSAGES = {  # Statuspage's default texts, used when staff write no
     ScheduledMaintenance.Status.VERIFYING: "Verification is currently underway for the maintenance items.",
     ScheduledMaintenance.Status.COMPLETED: "The scheduled maintenance has been completed.",
 }
+Status, Kind = ScheduledMaintenance.Status, MaintenanceNotice.Kind
 MAINTENANCE_EDITABLE_FIELDS = ("name", "body", "scheduled_for", "scheduled_until", "impact", "auto_transition")
 NOTICE_BATCH = 200
 
@@ -104,6 +113,7 @@ def maintenance_edit(*, maintenance, actor=None, services=None, **fields):
     locked = _lock_maintenance(maintenance)
     if locked.status == ScheduledMaintenance.Status.COMPLETED:
         raise MaintenanceError("A completed maintenance cannot be changed.")
+    window = (locked.scheduled_for, locked.scheduled_until)
     for name, value in fields.items():
         setattr(locked, name, value)
     _maintenance_check(name=locked.name, scheduled_for=locked.scheduled_for, scheduled_until=locked.scheduled_until)
@@ -118,6 +128,9 @@ def maintenance_edit(*, maintenance, actor=None, services=None, **fields):
         locked.updates.filter(status=ScheduledMaintenance.Status.SCHEDULED).update(
             body=locked.body, body_html=locked.body_html
         )
+    moved = window != (locked.scheduled_for, locked.scheduled_until)
+    if moved and locked.announced_at is not None and locked.status == ScheduledMaintenance.Status.SCHEDULED:
+        maintenance_notices_create(maintenance=locked, kind=MaintenanceNotice.Kind.RESCHEDULED)
     return locked
 
 
@@ -146,34 +159,42 @@ def maintenance_transition(*, maintenance, to, actor=None, body="", at=None):
     MaintenanceUpdate.objects.create(
         maintenance=locked, status=to, body=body, body_html=markdown_render(body), created_by=actor, created_at=at
     )
+    kind = {Status.IN_PROGRESS: Kind.STARTED, Status.COMPLETED: Kind.COMPLETED}.get(to)
+    if kind is not None:
+        maintenance_notices_create(maintenance=locked, kind=kind, now=at)
     return locked
 
 
 def maintenance_recipients(maintenance):
-    """Confirmed e-mail subscribers who hear of incidents on the maintenance's public services."""
+    """Confirmed subscribers (e-mail, webhook, Slack) who hear of incidents on its public services."""
     services = [s for s in maintenance.services.all() if s.is_public]
     if not services:
         return Subscriber.objects.none()  # work on internal services only is nobody outside's business
-    return subscriber_list_for(services=services, severity=None).filter(channel=Subscriber.Channel.EMAIL)
+    return subscriber_list_for(services=services, severity=None)
 
 
 @transaction.atomic
 def maintenance_notices_create(*, maintenance, kind=MaintenanceNotice.Kind.UPCOMING, now=None):
-    """Tell the maintenance's subscribers of it: one notice per subscriber and kind, ever (a repeat
+    """Tell the maintenance's subscribers of it: one notice per subscriber, kind and window (a repeat
     creates nothing new), sent by Celery after commit. Returns how many notices are new."""
     now = now or timezone.now()
     locked = _lock_maintenance(maintenance)
-    if locked.status == ScheduledMaintenance.Status.COMPLETED:
+    announcing = kind in (Kind.UPCOMING, Kind.RESCHEDULED)
+    if announcing and locked.status == ScheduledMaintenance.Status.COMPLETED:
         raise MaintenanceError("This maintenance has completed; there is nothing to announce.")
-    before = MaintenanceNotice.objects.filter(maintenance=locked, kind=kind).count()
+    mine = MaintenanceNotice.objects.filter(maintenance=locked, kind=kind, window_start=locked.scheduled_for)
+    before = mine.count()
     subscriber_ids = list(maintenance_recipients(locked).values_list("pk", flat=True))
     MaintenanceNotice.objects.bulk_create(
-        [MaintenanceNotice(maintenance=locked, subscriber_id=pk, kind=kind) for pk in subscriber_ids],
+        [
+            MaintenanceNotice(maintenance=locked, subscriber_id=pk, kind=kind, window_start=locked.scheduled_for)
+            for pk in subscriber_ids
+        ],
         batch_size=1000,
         ignore_conflicts=True,
     )
-    created = MaintenanceNotice.objects.filter(maintenance=locked, kind=kind).count() - before
-    if locked.announced_at is None:
+    created = mine.count() - before
+    if announcing and locked.announced_at is None:
         locked.announced_at = now
         locked.save(update_fields=["announced_at", "updated_at"])
     maintenance_id = locked.pk
@@ -188,7 +209,13 @@ def maintenance_notices_enqueue(*, maintenance_id):
 def _maintenance_email(notice, context, connection):
     subscriber = notice.subscriber
     unsubscribe_url = subscriber_unsubscribe_url(subscriber)
-    context = {**context, "subscriber": subscriber, "unsubscribe_url": unsubscribe_url}
+    context = {
+        **context,
+        "subscriber": subscriber,
+        "unsubscribe_url": unsubscribe_url,
+        "notice": notice,
+        "event": MAINTENANCE_EVENTS[notice.kind],
+    }
     message = EmailMultiAlternatives(
         subject=subject_line(render_to_string("comms/status/email/maintenance_subject.txt", context)),
         body=render_to_string("comms/status/email/maintenance.txt", context),
@@ -202,6 +229,51 @@ def _maintenance_email(notice, context, connection):
     )
     message.attach_alternative(render_to_string("comms/status/email/maintenance.html", context), "text/html")
     message.send()
+
+
+MAINTENANCE_EVENTS = {
+    Kind.UPCOMING: "Scheduled maintenance",
+    Kind.RESCHEDULED: "Maintenance rescheduled",
+    Kind.STARTED: "Maintenance started",
+    Kind.COMPLETED: "Maintenance completed",
+}
+
+
+def _maintenance_payload(notice, context):
+    maintenance = notice.maintenance
+    what = MAINTENANCE_EVENTS[notice.kind]
+    if notice.subscriber.channel == Subscriber.Channel.SLACK:
+        when = f"{maintenance.scheduled_for:%Y-%m-%d %H:%M} – {maintenance.scheduled_until:%Y-%m-%d %H:%M %Z}"
+        return {"text": f"*{what}: {slack_escape(maintenance.name)}*\n{when}\n<{context['url']}|Details>"}
+    return {
+        "event": f"maintenance.{notice.kind}",
+        "maintenance": {
+            "id": public_ids.encode("maintenance", maintenance.pk),
+            "name": maintenance.name,
+            "status": maintenance.status,
+            "scheduled_for": maintenance.scheduled_for.isoformat(),
+            "scheduled_until": maintenance.scheduled_until.isoformat(),
+            "components": [s.name for s in context["services"]],
+            "url": context["url"],
+        },
+        "status_page_url": context["status_page_url"],
+    }
+
+
+def _maintenance_webhook(notice, context, ours):
+    """POST the notice to a webhook or Slack subscriber: 1 when sent, else 0 (failed, or pending again)."""
+    try:
+        subscriber_webhook_post(notice.subscriber.url, _maintenance_payload(notice, context))
+    except SubscriberWebhookRefused as error:
+        ours.update(status=MaintenanceNotice.Status.FAILED, attempts=F("attempts") + 1, error=str(error)[:2000])
+        return 0
+    except DeliveryRetry as error:
+        gave_up = notice.attempts + 1 >= _setting("COMMS_DELIVERY_MAX_ATTEMPTS", 6)
+        status = MaintenanceNotice.Status.FAILED if gave_up else MaintenanceNotice.Status.PENDING
+        ours.update(status=status, claimed_at=None, attempts=F("attempts") + 1, error=str(error)[:2000])
+        return 0
+    ours.update(status=MaintenanceNotice.Status.SENT, sent_at=timezone.now(), attempts=F("attempts") + 1, error="")
+    return 1
 
 
 def _maintenance_context(maintenance):
@@ -244,10 +316,13 @@ def maintenance_notices_send(*, maintenance_id, now=None):
                 status=MaintenanceNotice.Status.SENDING, claimed_at=now
             )
             mine = MaintenanceNotice.objects.filter(pk__in=batch, status=MaintenanceNotice.Status.SENDING, claimed_at=now)
-            for notice in mine.select_related("subscriber").order_by("id"):
+            for notice in mine.select_related("subscriber", "maintenance").order_by("id"):
                 ours = MaintenanceNotice.objects.filter(pk=notice.pk, status=MaintenanceNotice.Status.SENDING, claimed_at=now)
                 if not notice.subscriber.is_active:  # unsubscribed since the notice was made
                     ours.update(status=MaintenanceNotice.Status.FAILED, error="unsubscribed")
+                    continue
+                if notice.subscriber.channel != Subscriber.Channel.EMAIL:
+                    sent += _maintenance_webhook(notice, context, ours)
                     continue
                 try:
                     _maintenance_email(notice, context, connection)

@@ -28,6 +28,22 @@ def svc(db):
 
 
 @pytest.fixture
+def hooks_posted(monkeypatch):
+    """Webhook and Slack subscribers' POSTs, recorded and answered 200 (the example hosts resolve publicly)."""
+    import json
+
+    posted = []
+    monkeypatch.setattr("comms.webhooks.host_resolve", lambda *args, **kwargs: ("93.184.216.34",))
+
+    def post(destination, body, headers, timeout):
+        posted.append((f"{destination.scheme}://{destination.host}{destination.target}", json.loads(body)))
+        return 200, "", None
+
+    monkeypatch.setattr("comms.webhooks.destination_post", post)
+    return posted
+
+
+@pytest.fixture
 def enqueued(monkeypatch):
     """Tasks handed to the broker, by maintenance id (the tests run them when they choose)."""
     calls = []
@@ -128,7 +144,9 @@ def audience(svc):
     }
 
 
-def test_subscribers_of_its_services_are_told_once_before_the_window(svc, audience, enqueued, django_capture_on_commit_callbacks):
+def test_subscribers_of_its_services_are_told_once_before_the_window(
+    svc, audience, enqueued, hooks_posted, django_capture_on_commit_callbacks
+):
     maintenance = maintenance_scheduled(services=[svc["website"], svc["db"]], starts_in=timedelta(hours=20))
     far = maintenance_scheduled(services=[svc["website"]], starts_in=timedelta(days=5), name="Far away")
 
@@ -149,9 +167,14 @@ def test_subscribers_of_its_services_are_told_once_before_the_window(svc, audien
     assert unsubscribe in text and message.extra_headers["List-Unsubscribe"] == f"<{unsubscribe}>"
     assert "/status/maintenances/" in text
 
+    # Webhook and chat subscribers are told too (issue 12), with the public name and window.
+    [(url, payload)] = hooks_posted
+    assert url == "https://hooks.example.com/x" and payload["event"] == "maintenance.upcoming"
+    assert payload["maintenance"]["name"] == "Database upgrade" and payload["maintenance"]["components"] == ["Website"]
+
     services.maintenance_sweep()  # later sweeps do not tell anyone again
-    assert MaintenanceNotice.objects.filter(maintenance=maintenance).count() == 2
-    assert len(mail.outbox) == 2
+    assert MaintenanceNotice.objects.filter(maintenance=maintenance).count() == 3
+    assert len(mail.outbox) == 2 and len(hooks_posted) == 1
     maintenance.refresh_from_db()
     far.refresh_from_db()
     assert maintenance.announced_at is not None and far.announced_at is None
@@ -159,7 +182,7 @@ def test_subscribers_of_its_services_are_told_once_before_the_window(svc, audien
 
 def test_notify_now_tells_only_those_not_told_yet(svc, audience, enqueued):
     maintenance = maintenance_scheduled(services=[svc["website"]])
-    assert services.maintenance_notices_create(maintenance=maintenance) == 2
+    assert services.maintenance_notices_create(maintenance=maintenance) == 3  # two e-mails, a webhook
     tasks.maintenance_notices_send(maintenance.pk)
     newcomer = SubscriberFactory(email="late@example.com")
     assert services.maintenance_notices_create(maintenance=maintenance) == 1
@@ -177,7 +200,8 @@ def test_maintenance_on_internal_services_only_tells_nobody(svc, audience, enque
 def test_a_notice_claimed_by_a_dead_worker_is_sent_later_but_a_live_claim_is_left_alone(svc, audience, enqueued, settings):
     maintenance = maintenance_scheduled(services=[svc["website"]])
     services.maintenance_notices_create(maintenance=maintenance)
-    dead, live = MaintenanceNotice.objects.order_by("id")
+    dead, live = MaintenanceNotice.objects.filter(subscriber__channel="email").order_by("id")
+    MaintenanceNotice.objects.exclude(subscriber__channel="email").update(status="sent", sent_at=timezone.now())
     long_ago = timezone.now() - timedelta(hours=1)
     MaintenanceNotice.objects.filter(pk=dead.pk).update(status="sending", claimed_at=long_ago)
     MaintenanceNotice.objects.filter(pk=live.pk).update(status="sending", claimed_at=timezone.now())
@@ -311,7 +335,7 @@ def test_admin_actions_move_the_maintenance_and_notify_subscribers(comms_client,
     maintenance = maintenance_scheduled(services=[svc["website"]])
     changelist = "/admin/comms/scheduledmaintenance/"
     comms_client.post(changelist, {"action": "notify_subscribers", "_selected_action": [maintenance.pk]})
-    assert MaintenanceNotice.objects.filter(maintenance=maintenance).count() == 2
+    assert MaintenanceNotice.objects.filter(maintenance=maintenance, kind="upcoming").count() == 3
     comms_client.post(changelist, {"action": "mark_in_progress", "_selected_action": [maintenance.pk]})
     maintenance.refresh_from_db()
     assert maintenance.status == Status.IN_PROGRESS
@@ -341,3 +365,47 @@ def test_group_permissions_come_from_the_migration():
     assert {"add_scheduledmaintenance", "change_scheduledmaintenance", "view_maintenancenotice"} <= communications
     viewers = set(Group.objects.get(name="Viewers").permissions.values_list("codename", flat=True))
     assert "view_scheduledmaintenance" in viewers and "change_scheduledmaintenance" not in viewers
+
+
+# ---- announced again when rescheduled; start and finish announced (issue 12) ---------------------------
+
+
+def test_a_rescheduled_window_is_announced_again_and_start_and_finish_are_announced(
+    svc, audience, enqueued, hooks_posted
+):
+    maintenance = maintenance_scheduled(services=[svc["website"]], starts_in=timedelta(hours=20))
+    services.maintenance_sweep()
+    tasks.maintenance_notices_send(maintenance.pk)
+    assert len(mail.outbox) == 2 and len(hooks_posted) == 1
+    mail.outbox.clear()
+
+    later = maintenance.scheduled_for + timedelta(days=1)
+    services.maintenance_edit(
+        maintenance=maintenance, scheduled_for=later, scheduled_until=later + timedelta(hours=2)
+    )
+    tasks.maintenance_notices_send(maintenance.pk)
+    assert sorted(m.to[0] for m in mail.outbox) == ["all@example.com", "web@example.com"]
+    assert all(m.subject.startswith("[Maintenance rescheduled] Database upgrade") for m in mail.outbox)
+    assert "The window has moved" in mail.outbox[0].body
+    assert hooks_posted[-1][1]["event"] == "maintenance.rescheduled"
+    services.maintenance_edit(maintenance=maintenance, body="Same window, new words.")  # not moved: nobody told
+    tasks.maintenance_notices_send(maintenance.pk)
+    assert len(mail.outbox) == 2
+    mail.outbox.clear()
+
+    services.maintenance_transition(maintenance=maintenance, to=Status.IN_PROGRESS)
+    tasks.maintenance_notices_send(maintenance.pk)
+    assert [m.subject.split("]")[0] for m in mail.outbox] == ["[Maintenance started"] * 2
+    services.maintenance_transition(maintenance=maintenance, to=Status.COMPLETED)
+    tasks.maintenance_notices_send(maintenance.pk)
+    assert [m.subject.split("]")[0] for m in mail.outbox[2:]] == ["[Maintenance completed"] * 2
+    assert [payload["event"] for _url, payload in hooks_posted] == [
+        "maintenance.upcoming", "maintenance.rescheduled", "maintenance.started", "maintenance.completed",
+    ]  # fmt: skip
+
+
+def test_an_unannounced_maintenance_moved_is_not_announced_early(svc, audience, enqueued):
+    maintenance = maintenance_scheduled(services=[svc["website"]], starts_in=timedelta(days=5))
+    later = maintenance.scheduled_for + timedelta(days=1)
+    services.maintenance_edit(maintenance=maintenance, scheduled_for=later, scheduled_until=later + timedelta(hours=1))
+    assert not MaintenanceNotice.objects.exists()
