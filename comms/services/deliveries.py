@@ -5,6 +5,7 @@ Subscribers hear of published external updates; stakeholders (the incident's act
 internal ones; direct-outreach contacts of external ones when the severity's policy says so.
 """
 
+import functools
 import http.client
 import json
 import logging
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
+from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models import Count, F, Q
 from django.template.loader import render_to_string
@@ -419,6 +421,25 @@ def _claim_heartbeat():
     return timedelta(seconds=_setting("COMMS_DELIVERY_CLAIM_HEARTBEAT", 30))
 
 
+@functools.cache
+def _mark_sent_sql():
+    quote = db_connection.ops.quote_name
+    table, column = quote(Delivery._meta.db_table), {f.name: quote(f.column) for f in Delivery._meta.concrete_fields}
+    return (
+        f"UPDATE {table} SET {column['state']} = %s, {column['sent_at']} = %s, {column['last_error']} = '' "
+        f"WHERE {column['id']} = %s AND {column['state']} = %s AND {column['claimed_at']} = %s"
+    )
+
+
+def _delivery_mark_sent(delivery_id, claim):
+    """sending -> sent for a row this worker still holds (its claim stamp): the fan-out's one statement
+    per delivery, written out once, since building it with the ORM cost as much as running it."""
+    adapt = db_connection.ops.adapt_datetimefield_value
+    params = [Delivery.State.SENT.value, adapt(timezone.now()), delivery_id, Delivery.State.SENDING.value, adapt(claim)]
+    with db_connection.cursor() as cursor:
+        cursor.execute(_mark_sent_sql(), params)
+
+
 def deliveries_send(*, delivery_ids):
     """Claim these deliveries, send each, mark each sent straight after its send.
 
@@ -477,7 +498,7 @@ def deliveries_send(*, delivery_ids):
             # The one window that cannot be closed: a worker killed right here has sent the message
             # but not marked it. Its row stays "sending" and is sent again after the claim timeout
             # (with the same Message-ID, so mail clients show it once).
-            ours.update(state=Delivery.State.SENT, sent_at=timezone.now(), last_error="")
+            _delivery_mark_sent(delivery.pk, claim)
     finally:
         connection.close()
     return retries
