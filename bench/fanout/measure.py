@@ -231,7 +231,7 @@ def fan_out_once(args, chunk):
         # CPU time from here on: what the fan-out itself costs, whatever else the machine runs.
         cpu_start = {
             "workers": sum(cpu_seconds(w.pid) for w in workers),
-            "postgres": sum(cpu_seconds(pid) for pid in database_backends()),
+            "postgres": {pid: cpu_seconds(pid) for pid in database_backends()},
             "smtp": cpu_seconds(sink.process.pid) if sink else 0.0,
         }
         started = time.monotonic()
@@ -241,7 +241,10 @@ def fan_out_once(args, chunk):
         committed_at = timezone.now()
         deliveries = Delivery.objects.filter(update=update)
         sent = 0
+        backend_cpu = dict(cpu_start["postgres"])  # the workers' connections come and go: sampled as we wait
         while time.monotonic() - committed < args.timeout:
+            for pid in database_backends():  # a process that just ended reads 0: keep its last figure
+                backend_cpu[pid] = max(backend_cpu.get(pid, 0.0), cpu_seconds(pid))
             sent = deliveries.filter(state=Delivery.State.SENT).count()
             if sent + deliveries.filter(state=Delivery.State.FAILED).count() >= created:
                 break
@@ -251,7 +254,7 @@ def fan_out_once(args, chunk):
         span = deliveries.aggregate(first=Min("sent_at"), last=Max("sent_at"))
         cpu = {
             "workers": sum(cpu_seconds(w.pid) for w in workers) - cpu_start["workers"],
-            "postgres": sum(cpu_seconds(pid) for pid in database_backends()) - cpu_start["postgres"],
+            "postgres": sum(cpu - cpu_start["postgres"].get(pid, 0.0) for pid, cpu in backend_cpu.items()),
             "smtp": (cpu_seconds(sink.process.pid) - cpu_start["smtp"]) if sink else 0.0,
         }
     finally:

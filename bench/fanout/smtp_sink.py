@@ -10,6 +10,7 @@ after --seconds, so it never outlives a run) writes to --out a JSON summary: mes
 
 import argparse
 import asyncio
+import itertools
 import json
 import re
 import signal
@@ -30,7 +31,7 @@ class Recorder:
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
         self.messages += 1
-        self.per_connection[f"{session.peer[0]}:{session.peer[1]}"] += 1
+        self.per_connection[server.connection_number] += 1
         for recipient in envelope.rcpt_tos:
             self.recipients[recipient.lower()] += 1
         match = MESSAGE_ID.search(envelope.original_content or envelope.content or b"")
@@ -55,7 +56,14 @@ class Recorder:
 async def serve(args):
     recorder = Recorder()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(recorder, hostname="bench-sink.example.com"), "127.0.0.1", args.port)
+    connections = itertools.count(1)
+
+    def connection():  # one SMTP protocol object per TCP connection: numbered, to count messages per connection
+        smtp = SMTP(recorder, hostname="bench-sink.example.com")
+        smtp.connection_number = next(connections)
+        return smtp
+
+    server = await loop.create_server(connection, "127.0.0.1", args.port)
     port = server.sockets[0].getsockname()[1]
     Path(args.ready).write_text(str(port))
     stop = asyncio.Event()
