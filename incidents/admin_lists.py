@@ -86,9 +86,12 @@ class LargeTablePaginator(Paginator):
         return f"{self.count:,}"
 
 
+MAX_PAGE = 1_000_000  # beyond any real list; keeps the counting OFFSET a number the database accepts
+
+
 def page_number(request):
     try:
-        return int(request.GET.get("p", 1))
+        return min(max(int(request.GET.get("p", 1)), 1), MAX_PAGE)
     except ValueError:
         return 1
 

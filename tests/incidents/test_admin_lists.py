@@ -252,3 +252,21 @@ def test_a_responder_sees_the_same_query_count_at_1_and_100_rows(client, respond
     at_one = _queries(client, OPEN_URL)
     _crowd(99, admin_user)
     assert _queries(client, OPEN_URL)[0] == at_one[0]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"p": "abc"},
+        {"p": "-5"},
+        {"p": "99999999999999999999"},
+        {"needs": "bogus"},
+        {"status__exact": "closed"},
+        {"commander": "x\x00y"},
+        {"acknowledged": "maybe"},
+    ],
+)
+def test_bad_list_parameters_are_never_a_500(admin_client, params):
+    declare("Open")
+    for url in (LIST_URL, OPEN_URL):
+        assert admin_client.get(url, params).status_code in (200, 302), (url, params)
