@@ -89,7 +89,8 @@ def test_customer_impact_shows_on_the_incident_page_feeds_reviews_and_internal_u
 
     incident = declare("Checkout errors", severity=SeverityFactory(level=2), actor=admin_user)
     _reports(incident, admin_user)
-    expected = "2 customers affected (3 reports); revenue at risk: 600.00 USD."
+    # acme wrote twice (100, then 200): counted once, at its largest figure (issue 12).
+    expected = "2 customers affected (3 reports); revenue at risk: 500.00 USD."
 
     html = page(admin_client, incident)
     assert "Customer impact" in html and expected in html
