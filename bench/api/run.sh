@@ -2,7 +2,7 @@
 # Benchmark of the REST API incident list (issue 14, goal 1) against the bare DRF list of
 # ../shared/reference/BENCHMARKS.md, in the same run; results go to docs/benchmarks.md.
 #
-#   bash bench/api/run.sh            # from anywhere; about 6 minutes
+#   bash bench/api/run.sh            # from anywhere; about 8 minutes (BENCH_DURATION=10s: 6)
 #
 # 1. migrates the bench database (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/incidents_bench)
 #    and fills it with bench/generate.py if it has no incidents;

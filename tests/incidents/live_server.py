@@ -66,11 +66,12 @@ def seeded_sqlite(**extra_env):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def wait_for(port, process, timeout=60):
+def wait_for(port, process, log, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"the server exited: {process.stdout.read()}")
+            log.seek(0)
+            raise AssertionError(f"the server exited: {log.read()[-5000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return
@@ -104,9 +105,11 @@ def serving(kind, env, workers=1):
             sys.executable, "-m", "gunicorn", "incidents_site.wsgi", "--bind", f"127.0.0.1:{port}",
             "--workers", str(workers), "--timeout", "120",
         ]  # fmt: skip
-    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Its log goes to a file: a pipe nobody reads fills up and blocks the server mid-request.
+    log = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(port, process)
+        wait_for(port, process, log)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -115,3 +118,4 @@ def serving(kind, env, workers=1):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+        log.close()

@@ -90,6 +90,16 @@ def test_plain_representation_is_what_drf_gives(world, responder):
         assert row == generic, incident.reference
 
 
+def test_list_rows_equal_the_detail(world, responder):
+    """The list reads the linked rows' columns as annotations, the detail whole rows: same JSON."""
+    client = client_for(responder)
+    rows = client.get(LIST, {"page_size": 100}).json()["results"]
+    assert any(row["recurrence_of"] for row in rows) and any(row["commander"] for row in rows)
+    assert any(row["recurrence_of"] is None and row["id"] == world["incidents"][-1].pk for row in rows)  # hidden
+    for row in rows:
+        assert client.get(f"{LIST}{row['id']}/").json() == row, row["reference"]
+
+
 def test_the_key_cache_forgets_a_revoked_permission_at_once_in_this_process(world, responder):
     client = client_for(responder)
     assert client.get(LIST).status_code == 200
