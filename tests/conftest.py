@@ -60,3 +60,11 @@ def responder(db):
 @pytest.fixture
 def viewer(db):
     return UserFactory(username="victor", groups=["Viewers"])
+
+
+@pytest.fixture
+def api_client_for(db):
+    """api_client_for(user) -> an APIClient authenticated with a new API key of that person (tests/api.py)."""
+    from tests.api import api_client_for
+
+    return api_client_for

@@ -14,7 +14,6 @@ must reach the test database); skipped otherwise.
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from comms import services
@@ -32,8 +31,8 @@ from comms.models import Delivery, Subscriber, Update
 from incidents_site.celery import app
 from tests.comms.factories import UpdateFactory
 from tests.incidents.factories import ServiceFactory, SeverityFactory, declare
+from tests.worker import ROOT, worker_env, worker_start, worker_stop
 
-ROOT = Path(__file__).resolve().parents[2]
 BROKER = os.environ.get("CELERY_BROKER_URL", "")
 
 pytestmark = [
@@ -48,50 +47,19 @@ pytestmark = [
 SEPARATOR = "\n" + "-" * 79 + "\n"  # Django's file e-mail backend writes one after each message
 
 
-def _database_url():
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def _env(mail_dir, **extra):
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),  # the test database, not the one in the environment
-        "CELERY_BROKER_URL": BROKER,
-        "EMAIL_URL": f"filemail:///{mail_dir}",  # four slashes: an absolute path
-        "COMMS_DELIVERY_CHUNK_SIZE": "10",  # small chunks, so the kill lands mid-way; timeouts: the defaults
-        "DJANGO_SETTINGS_MODULE": "incidents_site.settings",
-    }
-    env.update(extra)
-    return env
-
-
-def _start_worker(mail_dir, name, **env):
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "incidents_site", "worker", "--pool=prefork", "--concurrency=2",
-         "-l", "WARNING", "-n", f"{name}-{os.getpid()}@%h", "--without-mingle", "--without-gossip"],
-        cwd=ROOT,
-        env=_env(mail_dir, **env),
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: SIGKILL reaches the pool's children too
+    """A worker's environment: the test database and broker, e-mail to files; the delivery timeouts
+    are the production defaults (only the chunks are small, so the kill lands mid-way)."""
+    return worker_env(
+        EMAIL_URL=f"filemail:///{mail_dir}",  # four slashes: an absolute path
+        COMMS_DELIVERY_CHUNK_SIZE=10,
+        DJANGO_SETTINGS_MODULE="incidents_site.settings",
+        **extra,
     )
 
 
-def _stop(worker, sig=signal.SIGTERM):
-    """SIGTERM to the main process: a warm shutdown. SIGKILL to the whole group: a crash."""
-    try:
-        if sig == signal.SIGKILL:
-            os.killpg(worker.pid, sig)
-        else:
-            worker.send_signal(sig)
-    except ProcessLookupError:
-        return
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=10)
+def _start_worker(mail_dir, name, **env):
+    return worker_start(name, env=_env(mail_dir, **env), pool="prefork", concurrency=2)
 
 
 def _messages(mail_dir):
@@ -145,10 +113,9 @@ def test_sigkilled_worker_mid_fan_out_reaches_every_recipient_once_but_for_a_sen
             assert services.update_deliveries_create(update=update) == 500
         # Publishing committed: the fan-out task is on the broker. Kill the worker mid-way.
         _wait_for(lambda: Delivery.objects.filter(update=update, state="sent").count() >= 120, 120, "120 sent")
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=10)
+        worker_stop(worker, crash=True)
     finally:
-        _stop(worker, signal.SIGKILL)
+        worker_stop(worker, crash=True)
     sent_at_kill = Delivery.objects.filter(update=update, state="sent").count()
     in_flight = {
         f"<delivery-{pk}.update-{update.pk}@127.0.0.1>": address
@@ -171,7 +138,7 @@ def test_sigkilled_worker_mid_fan_out_reaches_every_recipient_once_but_for_a_sen
             while time.monotonic() < deadline and Delivery.objects.filter(update=update, state="sent").count() < 500:
                 time.sleep(0.5)
     finally:
-        _stop(worker)
+        worker_stop(worker)
     recovered_in = time.monotonic() - killed_at
     messages = _messages(mail_dir)
     recipients = [to for to, _id in messages]
@@ -261,5 +228,5 @@ def test_redis_stopped_at_publish_time_then_delivered_once_it_is_back(clean_queu
             assert sweep.stdout.strip() == "20"  # what beat runs every minute
             _wait_for(lambda: Delivery.objects.filter(update=update, state="sent").count() == 20, 120, "20 sent")
         finally:
-            _stop(worker)
+            worker_stop(worker)
     assert sorted(to for to, _id in _messages(mail_dir)) == sorted(f"r{i:04d}@example.com" for i in range(20))

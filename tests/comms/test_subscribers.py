@@ -9,11 +9,10 @@ from django.db import connection
 from django.db.models import F
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from rest_framework.test import APIClient
 
 from comms import services
 from comms.models import Subscriber
-from incidents.api.keys import api_key_create
+from tests.api import api_client_for
 from tests.comms.factories import SubscriberFactory
 from tests.incidents.factories import ServiceFactory, SeverityFactory, UserFactory
 
@@ -125,10 +124,7 @@ def test_viewers_cannot_see_subscribers(client):
 
 
 def api(user):
-    _key, raw = api_key_create(name="test", user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
+    return api_client_for(user, name="test")
 
 
 @pytest.fixture

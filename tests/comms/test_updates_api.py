@@ -4,12 +4,11 @@ import pytest
 from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from rest_framework.test import APIClient
 
 from comms import services as comms
 from comms.models import Update, UpdateTemplate
-from incidents.api.keys import api_key_create
 from incidents.models import TimelineEvent
+from tests.api import api_client_for as api
 from tests.incidents.factories import ServiceFactory, SeverityFactory, UserFactory, declare
 
 pytestmark = pytest.mark.django_db
@@ -21,13 +20,6 @@ URL = "/api/v1/updates/"
 def no_throttling(settings):
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api": None}}
     cache.clear()
-
-
-def api(user):
-    _key, raw = api_key_create(name=f"{user.username} key", user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
 
 
 @pytest.fixture

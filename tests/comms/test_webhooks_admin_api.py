@@ -6,11 +6,10 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from django.urls import reverse
-from rest_framework.test import APIClient
 
 from comms import webhooks
 from comms.models import WebhookDelivery, WebhookEndpoint
-from incidents.api.keys import api_key_create
+from tests.api import api_client_for as api
 from tests.comms.factories import WebhookEndpointFactory
 from tests.incidents.factories import UserFactory, declare
 
@@ -60,13 +59,6 @@ def manager():
     )
     user.user_permissions.add(*perms)
     return user
-
-
-def api(user):
-    _key, raw = api_key_create(name=f"{user.username} key", user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
 
 
 # ---- who may manage endpoints ---------------------------------------------------------------------------

@@ -4,23 +4,16 @@ A committed change is delivered by the worker to a local receiver; a 500 is retr
 and then delivered, with the same webhook-id and a valid signature each time.
 """
 
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from comms.models import WebhookDelivery
-from incidents_site.celery import app
 from tests.comms.factories import WebhookEndpointFactory
 from tests.comms.webhook_receiver import start_receiver, verify
 from tests.incidents.factories import declare
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.worker import running_workers, worker_env
 
 pytestmark = [
     pytest.mark.skipif(
@@ -33,49 +26,8 @@ pytestmark = [
 
 @pytest.fixture
 def worker():
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "WEBHOOK_RETRY_BASE_SECONDS": "1",
-    }
-    if db.get("PASSWORD"):
-        env["PGPASSWORD"] = db["PASSWORD"]
-    name = f"webhooks-test-{os.getpid()}"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "incidents_site",
-            "worker",
-            "--pool=solo",
-            "-l",
-            "WARNING",
-            "-n",
-            f"{name}@%h",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            replies = app.control.ping(timeout=1.0) or []
-            if any(name in worker_name for reply in replies for worker_name in reply):
-                break
-        else:
-            pytest.fail(f"the worker did not come up on {settings.CELERY_BROKER_URL}")
+    with running_workers("webhooks-test", env=worker_env(WEBHOOK_RETRY_BASE_SECONDS=1), quiet=False) as [process]:
         yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)

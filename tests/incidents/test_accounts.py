@@ -13,9 +13,9 @@ from rest_framework.test import APIClient
 
 from incidents import services
 from incidents.accounts import AccountData, account_upsert, accounts_csv_plan
-from incidents.api.keys import api_key_create
 from incidents.models import Account, AccountContact, AccountTier
 from incidents.selectors import incident_accounts_impact, incident_impact_text
+from tests.api import api_client_for as client_for
 from tests.incidents.factories import ServiceFactory, SeverityFactory, UserFactory, declare
 
 pytestmark = pytest.mark.django_db
@@ -27,13 +27,6 @@ URL = "/api/v1/accounts/"
 def _fresh_throttle(settings):
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api": None}}
     cache.clear()
-
-
-def client_for(user):
-    _key, raw = api_key_create(name=f"{user.username} key", user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 from incidents import services
 from incidents.api.keys import api_key_cache_clear, api_key_create, api_key_revoke
 from incidents.models import ApiKey, Incident, RoleAssignment, TimelineEvent
+from tests.api import api_client_for as client_for
 from tests.incidents.factories import ServiceFactory, UserFactory, declare, drive
 
 pytestmark = pytest.mark.django_db
@@ -34,13 +35,6 @@ def _fast_and_fresh(settings):
     cache.clear()  # throttling counts live in the cache
     yield
     cache.clear()
-
-
-def client_for(user):
-    _key, raw = api_key_create(name=f"{user.username} key", user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
 
 
 @pytest.fixture

@@ -6,11 +6,10 @@ from datetime import timedelta
 import pytest
 from django.core.cache import cache
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from incidents import ingestion, services
-from incidents.api.keys import api_key_create
 from incidents.models import Incident, IncidentMember, RoleAssignment, TimelineEvent
+from tests.api import api_client_for
 from tests.incidents.factories import ServiceFactory, UserFactory, declare
 
 pytestmark = pytest.mark.django_db
@@ -19,11 +18,8 @@ LIST = "/api/v1/incidents/"
 
 
 def client_for(user):
-    cache.clear()
-    _key, raw = api_key_create(name=f"{user.username} key", user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
+    cache.clear()  # throttle counters of earlier clients
+    return api_client_for(user)
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from incidents import ingestion
-from incidents.api.keys import api_key_create
 from incidents.models import Incident, TimelineEvent
+from tests.api import api_client_for
 from tests.incidents.factories import ServiceFactory, UserFactory, declare
 
 pytestmark = pytest.mark.django_db
@@ -23,10 +23,7 @@ LIST = "/api/v1/incidents/"
 def api(db):
     cache.clear()
     user = UserFactory(username="ada", is_superuser=True)
-    _key, raw = api_key_create(name="input", user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
+    return api_client_for(user, name="input")
 
 
 def post_raw(client, path, body, **extra):

@@ -10,12 +10,11 @@ from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-from rest_framework.test import APIClient
 
 from incidents import services
-from incidents.api.keys import api_key_create
 from incidents.models import CustomerReport, TimelineEvent
 from incidents.selectors import incident_impact, incident_impact_text
+from tests.api import api_client_for as client_for
 from tests.incidents.factories import SeverityFactory, UserFactory, declare
 
 pytestmark = pytest.mark.django_db
@@ -25,13 +24,6 @@ pytestmark = pytest.mark.django_db
 def _fresh_throttle(settings):
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api": None}}
     cache.clear()
-
-
-def client_for(user):
-    _key, raw = api_key_create(name=f"{user.username} key", user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
 
 
 def at(hour, minute=0):

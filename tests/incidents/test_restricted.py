@@ -22,11 +22,9 @@ from django.db.models import ForeignKey
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from comms.services import update_draft_create
 from incidents import ingestion, services
-from incidents.api.keys import api_key_create
 from incidents.ingestion import label_fingerprint
 from incidents.models import (
     Alert,
@@ -43,6 +41,7 @@ from incidents.models import (
 from incidents_site.api_urls import router
 from postmortems.models import Review
 from postmortems.services import action_item_create
+from tests.api import api_client_for as api_client
 from tests.incidents.factories import ServiceFactory, SeverityFactory, UserFactory, declare
 
 pytestmark = pytest.mark.django_db
@@ -412,13 +411,6 @@ def test_admin_matrix_those_allowed_see_it(world, client, who):
 
 
 # ---- the API matrix -----------------------------------------------------------------------------
-
-
-def api_client(user):
-    _key, raw = api_key_create(name=f"{user.username} key", user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from incidents import services as incident_services
-from incidents.api.keys import api_key_create
 from incidents.models import TimelineEvent
 from postmortems import services
 from postmortems.models import ActionItem
+from tests.api import api_client_for as client_for
 from tests.incidents.factories import ServiceFactory, UserFactory, declare
 from tests.postmortems.factories import action_item
 
@@ -26,13 +26,6 @@ LIST = "/api/v1/action-items/"
 def _fresh(settings):
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api": None}}
     cache.clear()
-
-
-def client_for(user):
-    _key, raw = api_key_create(name=f"{user.username} key", user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
 
 
 def days(n):

@@ -4,15 +4,11 @@ The worker test needs a real broker (CI: CELERY_BROKER_URL=redis://127.0.0.1:637
 the workers can share with the test (PostgreSQL); it skips and says why otherwise.
 """
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from datetime import timedelta
 from email import message_from_string
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
@@ -26,8 +22,8 @@ from postmortems import services, tasks
 from postmortems.models import ActionItemReminder
 from tests.incidents.factories import UserFactory, declare
 from tests.postmortems.factories import action_item
+from tests.worker import running_workers, worker_env
 
-ROOT = Path(__file__).resolve().parents[2]
 BROKER = settings.CELERY_BROKER_URL
 needs_broker = pytest.mark.skipif(
     BROKER.startswith("filesystem://") or BROKER.startswith("memory://"),
@@ -49,49 +45,6 @@ def make_world():
     for owner, due in zip(owners, (days(1), days(-2), days(-10)), strict=True):
         action_item(incident, title=f"Item of {owner.username}", owner=owner, due_date=due)
     return owners, commander
-
-
-def database_url():
-    db = connection.settings_dict
-    auth = quote(db["USER"] or "", safe="")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"], safe="")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-def start_worker(name, env):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "incidents_site",
-            "worker",
-            "--pool=solo",
-            "-l",
-            "WARNING",
-            "-n",
-            f"{name}-{os.getpid()}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def stop(workers):
-    for worker in workers:
-        worker.terminate()
-    for worker in workers:
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
 
 
 def queue_empty():
@@ -121,21 +74,10 @@ def test_sweep_run_twice_on_two_workers_sends_each_owner_exactly_one_email(tmp_p
     owners, commander = make_world()
     outbox = tmp_path / "mail"
     outbox.mkdir()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),  # the test database, where make_world's rows are committed
-        "CELERY_BROKER_URL": BROKER,
-        "CELERY_TASK_ALWAYS_EAGER": "false",
-        "EMAIL_URL": f"filemail:///{outbox}",  # django-environ drops one slash: keep the path absolute
-    }
     app.control.purge()
-    workers = [start_worker("reminders-a", env), start_worker("reminders-b", env)]
-    try:
+    # django-environ drops one slash of filemail:///: keep the path absolute.
+    with running_workers("reminders-a", "reminders-b", env=worker_env(EMAIL_URL=f"filemail:///{outbox}")):
         deadline = time.monotonic() + 90
-        replies = []
-        while len(replies) < 2 and time.monotonic() < deadline and all(w.poll() is None for w in workers):
-            replies = [r for r in app.control.ping(timeout=1.0) or [] if any(str(os.getpid()) in k for k in r)]
-        assert len(replies) == 2, "the two workers did not come up"
         # Twice, at the same time: each sweep plans and enqueues a send per reminder.
         tasks.action_item_reminders_sweep.delay()
         tasks.action_item_reminders_sweep.delay()
@@ -145,8 +87,6 @@ def test_sweep_run_twice_on_two_workers_sends_each_owner_exactly_one_email(tmp_p
                 break
             time.sleep(0.5)
         time.sleep(1)  # a late duplicate send would land now
-    finally:
-        stop(workers)
     assert sorted(ActionItemReminder.objects.values_list("kind", flat=True)) == [
         "due_soon",
         "escalation",

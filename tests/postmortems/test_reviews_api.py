@@ -7,13 +7,12 @@ from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from incidents import services as incident_services
-from incidents.api.keys import api_key_create
 from incidents.models import Incident, TimelineEvent
 from postmortems import services as review_services
 from postmortems.models import Review
+from tests.api import api_client_for as client_for
 from tests.incidents.factories import ServiceFactory, SeverityFactory, UserFactory, declare, drive
 
 pytestmark = pytest.mark.django_db
@@ -26,13 +25,6 @@ def _fresh_throttle():
     cache.clear()
     yield
     cache.clear()
-
-
-def client_for(user):
-    _key, raw = api_key_create(name=f"{user.username} key", user=user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
 
 
 def detail(review):
