@@ -22,6 +22,7 @@ from incidents.api.filters import (
     StatusFilter,
     StrictBooleanFilter,
 )
+from incidents.api.permissions import ModelPermissions
 from incidents.api.serializers import IncidentReferenceField, LookupField
 from incidents.api.views import ApiViewMixin
 from incidents.models import Incident
@@ -162,6 +163,22 @@ class ActionItemFilterSet(filters.FilterSet):
         return queryset.filter(Q(title__icontains=value) | Q(description__icontains=value))
 
 
+class OwnerMayUpdate(ModelPermissions):
+    """The admin's permissions, plus: an item's owner may edit it (mark it done, say) without the group's
+    change permission, as in the admin (issue 11)."""
+
+    def has_permission(self, request, view):
+        if super().has_permission(request, view):
+            return True
+        owner_edit = request.method == "PATCH" and getattr(view, "action", None) == "partial_update"
+        return owner_edit and bool(request.user and request.user.is_authenticated)
+
+    def has_object_permission(self, request, view, obj):
+        if request.method != "PATCH" or request.user.has_perm("postmortems.change_actionitem"):
+            return True
+        return obj.owner_id == request.user.pk
+
+
 @extend_schema_view(
     list=extend_schema(
         summary="List action items",
@@ -173,6 +190,7 @@ class ActionItemViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveMode
     queryset = ActionItem.objects.all()
     serializer_class = ActionItemSerializer
     filterset_class = ActionItemFilterSet
+    permission_classes = [OwnerMayUpdate]
     lookup_value_regex = r"\d+"
     http_method_names = ["get", "post", "patch", "head", "options"]
 

@@ -239,3 +239,23 @@ def test_api_refuses_a_member_lifting_a_restriction(world):
     assert response.status_code == 400, response.content
     assert Incident.objects.get(pk=w.restricted.pk).is_restricted
     assert Permission.objects.filter(codename="view_restricted_incident").exists()
+
+
+def test_the_owner_updates_their_item_through_the_api(world):
+    from rest_framework.test import APIClient
+
+    w = world
+    owner = UserFactory(username="olga", groups=["Viewers"])
+    item = action_item_create(incident=w.restricted, title="Rotate keys", owner=owner, actor=w.participant)
+    api = APIClient()
+    api.force_authenticate(owner)
+    url = f"/api/v1/action-items/{item.pk}/"
+    assert api.get(url).status_code == 200  # a member now: they see it
+    response = api.patch(url, {"status": "done"}, format="json")
+    assert response.status_code == 200, response.content
+    assert ActionItem.objects.get(pk=item.pk).status == ActionItem.Status.DONE
+    # Someone else with only the view permission still may not.
+    other = UserFactory(username="victor2", groups=["Viewers"])
+    services.incident_member_add(incident=w.restricted, user=other, actor=w.participant)
+    api.force_authenticate(other)
+    assert api.patch(url, {"status": "open"}, format="json").status_code == 403
