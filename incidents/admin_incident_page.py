@@ -19,6 +19,7 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import messages
+from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -31,6 +32,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
+from django.utils.translation import gettext as _
 
 from . import services
 from .models import Alert, Incident, RoleAssignment, TimelineEvent, references_hidden_from, references_redacted
@@ -41,6 +43,8 @@ Kind = TimelineEvent.Kind
 TIMELINE_PAGE_SIZE = 50
 LIVE_MAX_EVENTS = 100  # a poll that finds more asks the reader to reload instead
 LIVE_POLL_SECONDS = 5
+# A GET with either is a popup or a related-object lookup: Django's change view serves it.
+_STOCK_FORM_PARAMS = {IS_POPUP_VAR, TO_FIELD_VAR}
 
 # The timeline's filters: ?kind=<key> shows these kinds only.
 KIND_FILTERS = {
@@ -538,34 +542,95 @@ class IncidentPageMixin:
         counts = alerts.aggregate(total=Count("id"), firing=Count("id", filter=Q(status=Alert.Status.FIRING)))
         return {**counts, "latest": list(alerts.order_by("-starts_at", "-id")[:5])}
 
+    def _command_center(self, request, obj, context):
+        """The page's own context (header, actions, composer, timeline, panels), added to `context`."""
+        kind = request.GET.get("kind", "")
+        kind = kind if kind in KIND_FILTERS else ""
+        page, rows = timeline_page(obj, request.user, kind, request.GET.get("tl"))
+        roles = list(obj.role_assignments.select_related("user", "assigned_by").order_by("-assigned_at", "-id"))
+        role_form = AssignRoleForm(admin_site=self.admin_site)
+        context.update(
+            self._page_context(request, obj),
+            note_form=context.get("note_form") or NoteForm(),
+            timeline=rows,
+            timeline_page=page,
+            timeline_kind=kind,
+            kind_filters=[(key, label) for key, (label, _kinds) in KIND_FILTERS.items()],
+            active_roles=[r for r in roles if r.relieved_at is None],
+            past_roles=[r for r in roles if r.relieved_at is not None],
+            role_form=role_form,
+            alerts=self._alerts(obj),
+            last_event_id=_latest_event_id(obj),
+        )
+        context["media"] = context["media"] + role_form.media
+        # The page is a work surface: it uses the whole width (and skips rendering the model list).
+        context["is_nav_sidebar_enabled"] = False
+        # The stock edit form is shown when asked for (?edit=1), or again with what was typed after a
+        # refused save.
+        context["show_edit_form"] = request.method == "POST" or bool(request.GET.get("edit"))
+
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None and change:
-            kind = request.GET.get("kind", "")
-            page, rows = timeline_page(obj, request.user, kind if kind in KIND_FILTERS else "", request.GET.get("tl"))
-            roles = list(obj.role_assignments.select_related("user", "assigned_by").order_by("-assigned_at", "-id"))
-            role_form = AssignRoleForm(admin_site=self.admin_site)
-            note_form = context.get("note_form") or NoteForm()
-            context.update(
-                self._page_context(request, obj),
-                note_form=note_form,
-                timeline=rows,
-                timeline_page=page,
-                timeline_kind=kind if kind in KIND_FILTERS else "",
-                kind_filters=[(key, label) for key, (label, _kinds) in KIND_FILTERS.items()],
-                active_roles=[r for r in roles if r.relieved_at is None],
-                past_roles=[r for r in roles if r.relieved_at is not None],
-                role_form=role_form,
-                alerts=self._alerts(obj),
-                last_event_id=_latest_event_id(obj),
-            )
-            context["media"] = context["media"] + role_form.media
-            # The page is a work surface: it uses the whole width (and skips rendering the model list).
-            context["is_nav_sidebar_enabled"] = False
-            # The stock edit form is rendered when asked for (?edit=1), or again with what was typed after
-            # a refused save; otherwise the page does not pay for rendering it.
-            context["show_edit_form"] = request.method == "POST" or bool(request.GET.get("edit"))
+            self._command_center(request, obj, context)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if request.method == "GET" and not request.GET.get("edit") and not request.GET.keys() & _STOCK_FORM_PARAMS:
+            return self._page_view(request, object_id, form_url, extra_context)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _page_view(self, request, object_id, form_url, extra_context):
+        """The page without the stock edit form: a plain GET builds no ModelForm, formsets or inlines.
+
+        Building them (and the admin's app list for a sidebar the page hides) was most of the page's
+        time; ?edit=1 and a POST go through Django's change view as before.
+        """
+        obj = self.get_object(request, unquote(object_id))
+        if not self.has_view_or_change_permission(request, obj):
+            raise PermissionDenied
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        can_change = self.has_change_permission(request, obj)
+        context = {
+            **self._site_context(request),
+            "title": (_("Change %s") if can_change else _("View %s")) % self.opts.verbose_name,
+            "subtitle": str(obj),
+            "object_id": object_id,
+            "original": obj,
+            "is_popup": False,
+            "to_field": None,
+            "media": self.media,
+            "preserved_filters": self.get_preserved_filters(request),
+            "add": False,
+            "change": True,
+            "has_view_permission": True,
+            "has_add_permission": self.has_add_permission(request),
+            "has_change_permission": can_change,
+            "has_delete_permission": self.has_delete_permission(request, obj),
+            "form_url": form_url,
+            "opts": self.opts,
+            "app_label": self.opts.app_label,
+            **(extra_context or {}),
+        }
+        self._command_center(request, obj, context)
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.change_form_template, context)
+
+    def _site_context(self, request):
+        """AdminSite.each_context without its app list: only the navigation sidebar shows it, and the
+        page hides that sidebar (the list checks permissions and reverses a URL for every model)."""
+        site = self.admin_site
+        script_name = request.META["SCRIPT_NAME"]
+        return {
+            "site_title": site.site_title,
+            "site_header": site.site_header,
+            "site_url": script_name if site.site_url == "/" and script_name else site.site_url,
+            "has_permission": site.has_permission(request),
+            "available_apps": [],
+            "is_popup": False,
+            "is_nav_sidebar_enabled": False,
+            "log_entries": site.get_log_entries(request),
+        }
 
 def _latest_event_id(incident):
     return TimelineEvent.objects.filter(incident=incident).order_by("-id").values_list("id", flat=True).first() or 0

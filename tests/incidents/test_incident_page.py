@@ -87,7 +87,7 @@ def test_a_note_typed_while_someone_else_changes_the_incident_is_still_added(cli
     me, other = UserFactory(username="me", groups=["Responders"]), UserFactory(username="other")
     incident = declare("Queue backlog", actor=admin_user)
     client.force_login(me)
-    loaded = client.get(page_url(incident)).context["adminform"].form["loaded_version"].value()
+    loaded = client.get(page_url(incident, edit=1)).context["adminform"].form["loaded_version"].value()
 
     services.incident_update(incident=incident, actor=other, title="Queue backlog on eu-1")
     services.incident_transition(incident=incident, to=Status.RESPONDING, actor=other)
