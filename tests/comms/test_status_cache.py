@@ -80,15 +80,10 @@ def published_shows(title):
     }
 
 
-def wait_until_all_show(client, expected, *, within):
-    """Poll the documents until each contains its expected text; returns the seconds it took."""
-    started = time.monotonic()
-    pending = dict(expected)
-    while pending and time.monotonic() - started < within + 2:
-        pending = {path: text for path, text in pending.items() if text not in client.get(path).content.decode()}
-    elapsed = time.monotonic() - started
-    assert not pending, f"{pending} not shown after {elapsed:.2f} s"
-    return elapsed
+def next_requests_show(client, expected):
+    """One request to each document: every one must already show its expected text."""
+    stale = {path: text for path, text in expected.items() if text not in client.get(path).content.decode()}
+    assert not stale, f"still stale: {stale}"
 
 
 # ---- steady state: one cache read, no database ---------------------------------------------------------
@@ -160,30 +155,30 @@ def test_json_documents_answer_cross_origin_preflights(client, world, path):
     assert client.post(path).status_code == 405
 
 
-# ---- changes show on every hot document within a second --------------------------------------------------
+# ---- changes show on every hot document within a second -------------------------------------------------
+# In the process that made the change (and in every process sharing its cache: Redis in production) the
+# very next request shows it; a process with a cache of its own sees it within VERSION_TTL (1 s).
 
 
-def test_a_published_update_shows_everywhere_within_a_second(client, world):
+def test_a_published_update_shows_on_the_next_request_to_every_document(client, world):
     incident = declare("Checkout errors", severity=world["severity"], services=[world["checkout"]])
     bodies(client)  # warm every document
     publish(world, incident, title="Card payments are failing")
-    assert wait_until_all_show(client, published_shows("Card payments are failing"), within=1) < 1
+    next_requests_show(client, published_shows("Card payments are failing"))
 
 
-def test_a_resolution_shows_everywhere_within_a_second(client, world):
+def test_a_resolution_shows_on_the_next_request_to_every_document(client, world):
     incident = declare("Checkout errors", severity=world["severity"], services=[world["checkout"]])
     publish(world, incident)
     docs = bodies(client)
     assert '"partial_outage"' in docs["/status/api/v2/components.json"]
     publish(world, incident, status="resolved", body="Fixed.", components=[(world["checkout"], "operational")])
-    started = time.monotonic()
     docs = bodies(client)
     assert '"indicator": "none"' in docs["/status/api/v2/status.json"]
     assert '"partial_outage"' not in docs["/status/api/v2/components.json"]
     assert '"incidents": []' in docs["/status/api/v2/summary.json"]
     assert '"incidents": []' in docs["/status/api/v2/incidents/unresolved.json"]
     assert "All Systems Operational" in docs["/status/"]
-    assert time.monotonic() - started < 1
 
 
 def test_publishing_the_resolving_update_shows_at_once(client, world):
@@ -198,37 +193,30 @@ def test_publishing_the_resolving_update_shows_at_once(client, world):
     assert client.get("/status/api/v2/status.json").json()["status"]["indicator"] == "none"
 
 
-def test_a_maintenance_change_shows_everywhere_within_a_second(client, world):
+def test_a_maintenance_change_shows_on_the_next_request_to_every_document(client, world):
     maintenance = maintenance_scheduled(services=[world["website"]], name="Website move", starts_in=timedelta(0))
     assert "Website move" in client.get("/status/api/v2/summary.json").content.decode()  # upcoming
     bodies(client)
     comms_services.maintenance_transition(
         maintenance=maintenance, to=ScheduledMaintenance.Status.IN_PROGRESS, body="Started."
     )
-    started = time.monotonic()
     docs = bodies(client)
     assert '"under_maintenance"' in docs["/status/api/v2/components.json"]
     assert '"indicator": "maintenance"' in docs["/status/api/v2/status.json"]
     assert "Website move" in docs["/status/"]
-    assert time.monotonic() - started < 1
+    assert "Website move" in docs["/status/api/v2/summary.json"]
 
 
-def test_a_component_change_shows_everywhere_within_a_second(client, world):
+def test_a_component_change_shows_on_the_next_request_to_every_document(client, world):
     bodies(client)
     api = ServiceFactory(name="Public API", slug="public-api", is_public=False)
     api.is_public = True  # the admin's service form saves the row
     api.save()
-    assert wait_until_all_show_components(client, "Public API") < 1
+    components = ("/status/", "/status/api/v2/summary.json", "/status/api/v2/components.json")
+    next_requests_show(client, dict.fromkeys(components, "Public API"))
     world["website"].name = "Web shop"
     world["website"].save()
-    assert wait_until_all_show_components(client, "Web shop") < 1
-
-
-def wait_until_all_show_components(client, name):
-    started = time.monotonic()
-    for path in ("/status/", "/status/api/v2/summary.json", "/status/api/v2/components.json"):
-        assert name in client.get(path).content.decode(), path
-    return time.monotonic() - started
+    next_requests_show(client, dict.fromkeys(components, "Web shop"))
 
 
 def test_a_correction_shows_at_once(client, world):
@@ -249,9 +237,15 @@ def test_another_process_with_its_own_cache_sees_a_change_within_a_second(client
     stale = django_cache.get(cache.VERSION_KEY)
     publish(world, incident, title="Card payments are failing")
     django_cache.set(cache.VERSION_KEY, stale, cache.VERSION_TTL)  # what the other process still has
-    assert "Card payments are failing" not in client.get("/status/api/v2/summary.json").content.decode()
-    elapsed = wait_until_all_show(client, published_shows("Card payments are failing"), within=cache.VERSION_TTL)
-    assert elapsed <= cache.VERSION_TTL + 0.25
+    changed = time.monotonic()
+    while True:  # a client polling: when does a request first get the new document?
+        asked = time.monotonic() - changed
+        if "Card payments are failing" in client.get("/status/api/v2/summary.json").content.decode():
+            break
+        assert asked < cache.VERSION_TTL + 1, "never shown"
+        time.sleep(0.02)
+    assert asked <= cache.VERSION_TTL + 0.1  # a request made a second after the change shows it
+    next_requests_show(client, published_shows("Card payments are failing"))  # and so do the other documents
 
 
 def test_a_change_rolled_back_never_reaches_the_cache(client, world):
