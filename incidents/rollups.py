@@ -511,9 +511,15 @@ class Selection:
         if not self.sees_all:
             # Restricted incidents this person may see, found from their own roles and memberships (a few),
             # not by checking every restricted incident of the period.
-            roles = RoleAssignment.objects.filter(user=self.user).values("incident_id")
-            members = IncidentMember.objects.filter(user=self.user).values("incident_id")
-            condition |= Q(is_restricted=True) & (Q(pk__in=roles) | Q(pk__in=members))
+            ids = set()
+            for model in (RoleAssignment, IncidentMember):
+                ids |= set(
+                    model.objects.filter(user=self.user, incident__is_restricted=True).values_list(
+                        "incident_id", flat=True
+                    )
+                )
+            if ids:
+                condition |= Q(pk__in=ids)
         return base.filter(condition) if condition else base.none()
 
 
