@@ -32,7 +32,7 @@ from incidents.rollups import rollup_built; raise SystemExit(0 if rollup_built()
   start_gunicorn "$BENCH_PORT" "gunicorn-rollups-$label"
   "$PY" bench/metrics/rollup_measure.py --base-url "http://127.0.0.1:$PORT" --label "$label" \
     --duration "${BENCH_DURATION:-15s}" --warmup "${BENCH_WARMUP:-5s}" --runs "${BENCH_RUNS:-2}" \
-    ${BENCH_SKIP_WHOLE_HISTORY:+--skip-whole-history}
+    ${BENCH_SKIP_WHOLE_HISTORY:+--skip-whole-history} ${BENCH_WHOLE_HISTORY_ONLY:+--whole-history-only}
   stop_gunicorn
   trap - EXIT
   unset DATABASE_URL
