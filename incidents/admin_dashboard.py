@@ -90,7 +90,11 @@ def _check_permission(request):
 
 
 def export_url(scope, figure):
-    return reverse("admin:incidents_dashboard_export") + "?" + urlencode({**scope.params(), "figure": figure})
+    # Hundreds of links a page: the scope's part of the query string is encoded once per scope.
+    base = getattr(scope, "_export_base", None)
+    if base is None:
+        base = scope._export_base = reverse("admin:incidents_dashboard_export") + "?" + urlencode(scope.params())
+    return base + "&" + urlencode({"figure": figure})
 
 
 # ---- metric cards --------------------------------------------------------------------------------
