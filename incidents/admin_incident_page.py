@@ -16,6 +16,7 @@ with the header, the actions and the timeline rows recorded since the last poll.
 """
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 from django import forms
 from django.contrib import messages
@@ -24,13 +25,14 @@ from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q, Subquery, Window
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.dates import MONTHS_3
 from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext as _
 
@@ -146,7 +148,7 @@ def _timeline_rows(events, user):
     return [
         {
             "id": event.pk,
-            "occurred_at": event.occurred_at,
+            **_row_times(event.occurred_at),
             "kind": event.kind,
             "kind_label": event.get_kind_display(),
             "group": GROUP_OF_KIND.get(event.kind, "other"),
@@ -157,6 +159,13 @@ def _timeline_rows(events, user):
     ]
 
 
+def _row_times(occurred_at):
+    """A row's time as the date filters "c" and "M j, H:i" would write it: formatted here, 50 rows a page,
+    because the filters (each looks up the locale's formats) were a large part of rendering the page."""
+    local = timezone.localtime(occurred_at)
+    return {"datetime": local.isoformat(), "when": f"{MONTHS_3[local.month].title()} {local.day}, {local:%H:%M}"}
+
+
 def _timeline_events(incident, kind):
     events = TimelineEvent.objects.filter(incident=incident).select_related("actor").order_by("-occurred_at", "-id")
     if kind in KIND_FILTERS:
@@ -165,9 +174,16 @@ def _timeline_events(incident, kind):
 
 
 def timeline_page(incident, user, kind="", number=1):
-    """(page, rows): one page of the timeline, newest first; two queries whatever its length."""
-    page = Paginator(_timeline_events(incident, kind), TIMELINE_PAGE_SIZE).get_page(number)
-    return page, _timeline_rows(list(page.object_list), user)
+    """(page, rows, last event id): one page of the timeline, newest first; two queries whatever its length.
+
+    The paginator's count and the newest event's id (where the live poller starts) come from one query.
+    """
+    shown = Q(kind__in=KIND_FILTERS[kind][1]) if kind in KIND_FILTERS else Q()
+    totals = TimelineEvent.objects.filter(incident=incident).aggregate(count=Count("id", filter=shown), last=Max("id"))
+    paginator = Paginator(_timeline_events(incident, kind), TIMELINE_PAGE_SIZE)
+    paginator.count = totals["count"]  # a cached_property: set, it is not counted again
+    page = paginator.get_page(number)
+    return page, _timeline_rows(list(page.object_list), user), totals["last"] or 0
 
 
 # ---- the header ---------------------------------------------------------------------------------
@@ -182,9 +198,19 @@ def _published_updates(incident):
     published = TimelineEvent.objects.filter(incident=incident, kind=Kind.UPDATE_PUBLISHED).order_by(
         "-occurred_at", "-id"
     )
-    latest = published.only("occurred_at").first()
-    public = published.filter(data__audience="external").only("occurred_at", "body").first()
-    return latest, public
+    public = published.filter(data__audience="external")
+    # One query: the latest update of any audience, carrying the latest public one's time and text.
+    latest = (
+        published.annotate(
+            public_at=Subquery(public.values("occurred_at")[:1]),
+            public_body=Subquery(public.values("body")[:1]),
+        )
+        .only("occurred_at")
+        .first()
+    )
+    if latest is None or latest.public_at is None:
+        return latest, None
+    return latest, SimpleNamespace(occurred_at=latest.public_at, body=latest.public_body)
 
 
 def header_facts(incident, now=None):
@@ -305,6 +331,12 @@ class IncidentPageMixin:
         ]
 
     # -- helpers
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if getattr(request, "incident_page", False):
+            return queryset.select_related("severity", "commander")  # the header shows both
+        return queryset
 
     def _incident_for_change(self, request, object_id):
         incident = get_object_or_404(self.get_queryset(request), pk=unquote(object_id))
@@ -538,15 +570,24 @@ class IncidentPageMixin:
         return panels
 
     def _alerts(self, incident):
-        alerts = Alert.objects.filter(incident=incident)
-        counts = alerts.aggregate(total=Count("id"), firing=Count("id", filter=Q(status=Alert.Status.FIRING)))
-        return {**counts, "latest": list(alerts.order_by("-starts_at", "-id")[:5])}
+        # The five latest alerts and the counts over all of them in one query (window counts).
+        latest = list(
+            Alert.objects.filter(incident=incident)
+            .annotate(
+                total=Window(Count("id")),
+                firing=Window(Count("id", filter=Q(status=Alert.Status.FIRING))),
+            )
+            .order_by("-starts_at", "-id")[:5]
+        )
+        if not latest:
+            return {"total": 0, "firing": 0, "latest": []}
+        return {"total": latest[0].total, "firing": latest[0].firing, "latest": latest}
 
     def _command_center(self, request, obj, context):
         """The page's own context (header, actions, composer, timeline, panels), added to `context`."""
         kind = request.GET.get("kind", "")
         kind = kind if kind in KIND_FILTERS else ""
-        page, rows = timeline_page(obj, request.user, kind, request.GET.get("tl"))
+        page, rows, last_event_id = timeline_page(obj, request.user, kind, request.GET.get("tl"))
         roles = list(obj.role_assignments.select_related("user", "assigned_by").order_by("-assigned_at", "-id"))
         role_form = AssignRoleForm(admin_site=self.admin_site)
         context.update(
@@ -560,7 +601,7 @@ class IncidentPageMixin:
             past_roles=[r for r in roles if r.relieved_at is not None],
             role_form=role_form,
             alerts=self._alerts(obj),
-            last_event_id=_latest_event_id(obj),
+            last_event_id=last_event_id,
         )
         context["media"] = context["media"] + role_form.media
         # The page is a work surface: it uses the whole width (and skips rendering the model list).
@@ -585,6 +626,7 @@ class IncidentPageMixin:
         Building them (and the admin's app list for a sidebar the page hides) was most of the page's
         time; ?edit=1 and a POST go through Django's change view as before.
         """
+        request.incident_page = True
         obj = self.get_object(request, unquote(object_id))
         if not self.has_view_or_change_permission(request, obj):
             raise PermissionDenied
@@ -631,6 +673,7 @@ class IncidentPageMixin:
             "is_nav_sidebar_enabled": False,
             "log_entries": site.get_log_entries(request),
         }
+
 
 def _latest_event_id(incident):
     return TimelineEvent.objects.filter(incident=incident).order_by("-id").values_list("id", flat=True).first() or 0

@@ -312,3 +312,31 @@ def test_live_hides_a_restricted_incident_from_outsiders(client, admin_user, res
     assert client.get(url("live", incident)).status_code == 404
     assert client.post(url("note", incident), {"note": "x"}).status_code == 404
     assert client.get(url("panels", incident)).status_code == 404
+
+
+def test_header_facts_read_the_latest_update_and_the_latest_public_one(admin_user):
+    """The next update is due from the latest update of any audience; the panel shows the latest public one."""
+    from incidents.admin_incident_page import header_facts
+
+    incident = declare("Partial outage", actor=admin_user, detected_at=timezone.now() - timedelta(minutes=50))
+    interval = incident.severity.update_interval_minutes
+    assert header_facts(incident)["last_public_update"] is None
+
+    def publish(minutes_ago, audience, body):
+        TimelineEvent.objects.create(
+            incident=incident,
+            kind=Kind.UPDATE_PUBLISHED,
+            occurred_at=timezone.now() - timedelta(minutes=minutes_ago),
+            body=body,
+            data={"audience": audience},
+        )
+
+    publish(interval + 20, "internal", "internal only")
+    facts = header_facts(incident)
+    assert facts["last_public_update"] is None and "update overdue by" in facts["next_update_text"]
+    publish(interval + 10, "external", "We are investigating")
+    publish(interval + 15, "external", "older public words")
+    publish(1, "internal", "engineers' note")
+    facts = header_facts(incident)
+    assert facts["last_public_update"].body == "We are investigating"
+    assert "next update due in" in facts["next_update_text"]  # from the internal update a minute ago
