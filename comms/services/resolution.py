@@ -11,7 +11,6 @@ timeline_event_committed signal (incidents imports nothing of comms).
 import logging
 
 from django.db import transaction
-from django.db.models import Q
 from django.dispatch import receiver
 
 from incidents.models import Incident, RoleAssignment, Service, TimelineEvent
@@ -44,8 +43,9 @@ def _lead_email(incident):
 def _resolved_template(incident):
     templates = UpdateTemplate.objects.filter(
         is_active=True, audience=Update.Audience.EXTERNAL, public_status=Update.PublicStatus.RESOLVED
-    ).filter(Q(severity__isnull=True) | Q(severity=incident.severity_id))
-    return templates.order_by("severity_id", "name").last()  # one for this severity first, else any
+    ).order_by("name")
+    # One for this severity first, else one for any severity.
+    return templates.filter(severity=incident.severity_id).first() or templates.filter(severity__isnull=True).first()
 
 
 @transaction.atomic
