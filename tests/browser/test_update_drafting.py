@@ -84,3 +84,36 @@ def test_draft_from_a_template_preview_and_publish_with_confirmation(live_server
     status = page.locator("body").inner_text()
     assert "Slow checkout and search" in status and INTERNAL not in status and incident.reference not in status
     shot(page, "status-page-public-name", width, height)
+
+
+@pytest.mark.parametrize("width, height", [(1440, 900), (390, 844)])
+def test_the_review_queue_and_stakeholder_lists(live_server, page, width, height):
+    from comms import services
+    from comms.models import StakeholderList
+    from tests.comms.factories import UpdateFactory
+    from tests.incidents.factories import UserFactory
+
+    checkout = ServiceFactory(name="Checkout", slug="checkout", is_public=True)
+    incident = declare(INTERNAL, severity=SeverityFactory(level=2), services=[checkout], actor=None)
+    writer = UserFactory(username="erin", groups=["Communications"])
+    waiting = UpdateFactory(incident=incident, author=writer, title="Investigating: {{ services }}")
+    services.update_submit(update=waiting, actor=writer)
+    UpdateFactory(incident=incident, author=writer, title="A draft nobody submitted")
+    execs = StakeholderList.objects.create(name="Executives", emails="cto@example.com\ncfo@example.com")
+    execs.services.set([checkout])
+    get_user_model().objects.create_superuser("admin", "admin@example.com", "correct-horse-battery")
+    page.set_viewport_size({"width": width, "height": height})
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/comms/update/%3Freview%3Dmine")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "correct-horse-battery")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#result_list")
+    rows = page.locator("#result_list tbody").inner_text()
+    assert "Investigating: Checkout" in rows and "A draft nobody submitted" not in rows  # rendered, queue only
+    shot(page, "update-review-queue", width, height)
+    page.goto(f"{live_server.url}/admin/comms/stakeholderlist/")
+    assert "Executives" in page.locator("#result_list").inner_text()
+    shot(page, "stakeholder-lists", width, height)
+    page.goto(f"{live_server.url}/admin/comms/stakeholderlist/{execs.pk}/change/")
+    assert fits(page, "#content-main")
+    shot(page, "stakeholder-list-change", width, height)
