@@ -89,8 +89,11 @@ ASGI_APPLICATION = "incidents_site.asgi.application"
 # Database: SQLite by default, PostgreSQL (psycopg 3) in production and CI.
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Several threads (runserver, tests) write at once: wait for the lock instead of failing.
+    # Several threads (runserver, tests) write at once: wait for the lock instead of failing. IMMEDIATE takes
+    # the write lock when a transaction starts, so two that read then write wait for each other instead of
+    # deadlocking ("database is locked" at once; an API POST runs in one transaction with its Idempotency-Key).
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
 else:
     # A new connection per request halves throughput; keep them, and check them before use.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)

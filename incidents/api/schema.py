@@ -69,7 +69,7 @@ class AutoSchema(SpectacularAutoSchema):
     def _error_codes(self):
         has_body = self.method in ("POST", "PUT", "PATCH")
         codes = []
-        if has_body or self._is_list_view():
+        if has_body or self._is_list_view() or getattr(self.view, "single_object_list", False):
             codes.append("400")
         if self.view.authentication_classes:
             codes += ["401", "403"]
