@@ -175,7 +175,8 @@ def test_workflow_buttons_submit_approve_and_publish_with_blameless_confirmation
 def test_close_button_on_the_incident_says_why_it_is_refused(client, team, incident):
     client.force_login(team["rita"])
     url = reverse("admin:incidents_incident_transition", args=[incident.pk])
-    response = client.post(url, {"to": "closed"}, follow=True)
+    assert b"Close" in client.post(url, {"to": "closed"}).content  # closing asks for confirmation first
+    response = client.post(url, {"to": "closed", "confirmed": "yes"}, follow=True)
     assert any(
         f"{incident.reference} needs a published post-incident review before it can be closed" in m
         for m in messages_of(response)
