@@ -1,0 +1,216 @@
+"""`{% incident_result_list cl %}`: Django's `{% result_list cl %}` with the rows built faster.
+
+Django's items_for_result works out each column again for every cell (field lookup by exception,
+link rules, preserved filters parsed from the URL, format_html): about a quarter of an incident
+list's time at 50 rows. Here that is worked out once per column and once per list, and each cell is
+built with the same markup; the template (change_list_results.html) and its output are unchanged.
+Lists with editable rows (a formset) keep Django's own rows.
+"""
+
+import datetime
+
+from django import template
+from django.contrib.admin.templatetags.admin_list import (
+    ResultList,
+    _coerce_field_name,
+    result_headers,
+    result_hidden_fields,
+    results,
+)
+from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
+from django.contrib.admin.templatetags.base import InclusionAdminNode
+from django.contrib.admin.utils import (
+    FieldIsAForeignKeyColumnName,
+    _get_non_gfk_field,
+    display_for_field,
+    display_for_value,
+    lookup_field,
+)
+from django.core.exceptions import FieldDoesNotExist, ObjectDoesNotExist
+from django.db import models
+from django.template.loader import render_to_string
+from django.urls import NoReverseMatch
+from django.utils.html import conditional_escape, escape
+from django.utils.safestring import mark_safe
+from django.utils.translation import get_language
+
+register = template.Library()
+
+PK_SENTINEL = "0pk0sentinel0"
+
+
+def _is_model_field(opts, name):
+    """lookup_field's first question (a field of the model, not a reverse or GFK relation)."""
+    try:
+        _get_non_gfk_field(opts, name)
+    except (FieldDoesNotExist, FieldIsAForeignKeyColumnName):
+        return False
+    return True
+
+
+class Column:
+    """What does not change from row to row in one column of the list."""
+
+    def __init__(self, cl, index, name, first_link):
+        self.name = name
+        self.classes = [f"field-{_coerce_field_name(name, index)}"]
+        self.link = cl.list_display_links is not None and (
+            (first_link and not cl.list_display_links) or name in cl.list_display_links
+        )
+        self.tag = "th" if self.link and first_link else "td"
+        self.model_admin = cl.model_admin
+        self.empty = cl.model_admin.get_empty_value_display()
+        self.admin_method = None
+        if not callable(name) and not _is_model_field(cl.lookup_opts, name):
+            if hasattr(cl.model_admin, name) and name != "__str__":
+                self.admin_method = getattr(cl.model_admin, name)
+                self.empty = getattr(self.admin_method, "empty_value_display", self.empty)
+                if name == "action_checkbox":
+                    self.classes = ["action-checkbox"]
+                self.boolean = getattr(self.admin_method, "boolean", False)
+
+    def cell(self, result):
+        """(classes, representation) as Django's items_for_result makes them."""
+        classes = self.classes
+        if self.admin_method is not None:
+            value = self.admin_method(result)
+            if isinstance(value, str) and not self.boolean:
+                # display_for_value's answer for text, without its chain of type checks.
+                return classes, (self.empty if value.strip() == "" else str(value))
+            result_repr = display_for_value(value, self.empty, self.boolean)
+            if isinstance(value, (datetime.date, datetime.time)):
+                classes = [*classes, "nowrap"]
+            return classes, result_repr
+        return self.generic_cell(result)
+
+    def generic_cell(self, result):
+        classes, empty = list(self.classes), self.empty
+        try:
+            f, attr, value = lookup_field(self.name, result, self.model_admin)
+        except ObjectDoesNotExist:
+            return classes, empty
+        empty = getattr(attr, "empty_value_display", empty)
+        if isinstance(value, str) and value.strip() == "":
+            value = ""
+        if f is None or f.auto_created:
+            boolean = getattr(attr, "boolean", False)
+            if isinstance(attr, property) and hasattr(attr, "fget"):
+                boolean = getattr(attr.fget, "boolean", False)
+            result_repr = display_for_value(value, empty, boolean)
+            if isinstance(value, (datetime.date, datetime.time)):
+                classes.append("nowrap")
+        else:
+            if isinstance(f.remote_field, models.ManyToOneRel):
+                field_val = getattr(result, f.name)
+                result_repr = empty if field_val is None else field_val
+            else:
+                result_repr = display_for_field(value, f, empty, avoid_link=self.link)
+            if isinstance(f, (models.DateField, models.TimeField, models.ForeignKey)):
+                classes.append("nowrap")
+        return classes, result_repr
+
+
+def _row_link(cl):
+    """The change URL of a row as prefix + pk + suffix, preserved filters included, worked out once."""
+    sample = cl.url_for_result(_PkSentinel(cl))
+    url = add_preserved_filters({"preserved_filters": cl.preserved_filters, "opts": cl.opts}, sample)
+    if url.count(PK_SENTINEL) != 1:
+        return None
+    return url.split(PK_SENTINEL)
+
+
+class _PkSentinel:
+    def __init__(self, cl):
+        self.pk = PK_SENTINEL
+        setattr(self, cl.lookup_opts.pk.attname, PK_SENTINEL)
+
+
+def _rows(cl):
+    columns, first_link = [], True
+    for index, name in enumerate(cl.list_display):
+        column = Column(cl, index, name, first_link)
+        first_link = first_link and not column.link
+        columns.append(column)
+    # Links are escaped once; a popup row also says which value it hands back.
+    try:
+        link = _row_link(cl)
+    except NoReverseMatch:
+        link = None
+    if link is None:
+        return list(results(cl))
+    prefix, suffix = escape(link[0]), escape(link[1])
+    js_attr = str(cl.to_field) if cl.to_field else cl.lookup_opts.pk.attname
+    rows = []
+    for result in cl.result_list:
+        cells = []
+        for column in columns:
+            classes, result_repr = column.cell(result)
+            row_class = ' class="{}"'.format(" ".join(classes))
+            if column.link:
+                popup = ""
+                if cl.is_popup:
+                    popup = f' data-popup-opener="{conditional_escape(result.serializable_value(js_attr))}"'
+                href = f"{prefix}{escape(result.pk)}{suffix}"
+                inner = f'<a href="{href}"{popup}>{conditional_escape(result_repr)}</a>'
+                cells.append(f"<{column.tag}{row_class}>{inner}</{column.tag}>")
+            else:
+                cells.append(f"<td{row_class}>{conditional_escape(result_repr)}</td>")
+        rows.append(ResultList(None, [mark_safe("".join(cells))]))
+    return rows
+
+
+def incident_result_list(cl):
+    headers = list(result_headers(cl))
+    return {
+        "cl": cl,
+        "result_hidden_fields": list(result_hidden_fields(cl)),
+        "result_headers": headers,
+        "num_sorted_fields": sum(1 for h in headers if h["sortable"] and h["sorted"]),
+        "results": list(results(cl)) if cl.formset else _rows(cl),
+    }
+
+
+@register.tag(name="incident_result_list")
+def incident_result_list_tag(parser, token):
+    return InclusionAdminNode(
+        parser, token, func=incident_result_list, template_name="change_list_results.html", takes_context=False
+    )
+
+
+# ---- the navigation sidebar -----------------------------------------------------------------------
+
+SIDEBAR_CACHE_SIZE = 256
+_sidebars = {}
+
+
+def _sidebar_key(request, available_apps):
+    """Everything admin/nav_sidebar.html shows: the language, the path (current model) and the app list."""
+    apps = tuple(
+        (
+            app["app_label"],
+            str(app["name"]),
+            app["app_url"],
+            tuple((m["object_name"], str(m["name"]), m.get("admin_url"), m.get("add_url")) for m in app["models"]),
+        )
+        for app in available_apps
+    )
+    return get_language(), request.path, apps
+
+
+@register.simple_tag(takes_context=True)
+def incident_nav_sidebar(context):
+    """The admin's sidebar, rendered once per reader's app list and page rather than on every request.
+
+    Its template works through every model of every app (about a tenth of a list's rendering); what
+    it shows depends only on the key above, which is still built from this request's app list, so
+    permissions are checked as before.
+    """
+    request, available_apps = context["request"], context.get("available_apps", [])
+    key = _sidebar_key(request, available_apps)
+    html = _sidebars.get(key)
+    if html is None:
+        html = render_to_string("admin/nav_sidebar.html", {"available_apps": available_apps, "request": request})
+        if len(_sidebars) >= SIDEBAR_CACHE_SIZE:
+            _sidebars.clear()
+        _sidebars[key] = html
+    return html
