@@ -341,10 +341,13 @@ class NeedsFilter(admin.SimpleListFilter):
         return [*choices, ("commander", "No commander"), ("none", "Nothing (in hand)")]
 
     def queryset(self, request, queryset):
+        if self.value() not in ("unacknowledged", "update", "commander", "any", "none"):
+            return queryset  # unfiltered: no need to read the severities' targets
         now = timezone.now()
+        severities = list(Severity.objects.all())
         conditions = {
-            "unacknowledged": unacknowledged_late(now),
-            "update": update_overdue(now),
+            "unacknowledged": unacknowledged_late(now, severities),
+            "update": update_overdue(now, severities),
             "commander": Q(commander__isnull=True),
         }
         if self.value() in conditions:
@@ -352,9 +355,7 @@ class NeedsFilter(admin.SimpleListFilter):
         any_flag = conditions["unacknowledged"] | conditions["update"] | conditions["commander"]
         if self.value() == "any":
             return queryset.filter(any_flag)
-        if self.value() == "none":
-            return queryset.exclude(any_flag)
-        return queryset
+        return queryset.exclude(any_flag)
 
 
 class OpenCommanderFilter(admin.SimpleListFilter):
