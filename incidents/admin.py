@@ -497,6 +497,13 @@ class IncidentAdmin(LargeListMixin, IncidentPageMixin, admin.ModelAdmin):
         return False  # incidents are history: dismiss them instead
 
     def get_actions(self, request):
+        # Django's list asks three times per request; the severities are read once.
+        built = request.__dict__.setdefault("_incident_actions", {})
+        if self not in built:
+            built[self] = self._actions_with_severities(request)
+        return built[self]
+
+    def _actions_with_severities(self, request):
         actions = super().get_actions(request)
         if self.has_change_permission(request):
             # Severities are data, so their actions are made from the table on each request.
