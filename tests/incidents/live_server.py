@@ -95,7 +95,7 @@ def request(base, key, method, path, body=None, headers=None):
 
 
 @contextmanager
-def serving(kind, env, workers=1):
+def serving(kind, env, workers=1, gunicorn_args=()):
     """Django's development server ("runserver") or gunicorn on a free port: yields its base URL."""
     port = free_port()
     if kind == "runserver":
@@ -103,7 +103,7 @@ def serving(kind, env, workers=1):
     else:
         command = [
             sys.executable, "-m", "gunicorn", "incidents_site.wsgi", "--bind", f"127.0.0.1:{port}",
-            "--workers", str(workers), "--timeout", "120",
+            "--workers", str(workers), "--timeout", "120", *gunicorn_args,
         ]  # fmt: skip
     # Its log goes to a file: a pipe nobody reads fills up and blocks the server mid-request.
     log = tempfile.TemporaryFile(mode="w+")
