@@ -132,6 +132,8 @@ def test_an_empty_or_future_note_shows_the_page_again_with_the_text(admin_client
     assert not incident.timeline.filter(kind=Kind.NOTE).exists()
     # The edit form on that page still saves to the incident page, not to the note URL.
     assert response.context["form_url"] == page_url(incident)
+    # and "Edit details" there opens the incident page's form, not the note URL (POST only).
+    assert f'href="{page_url(incident)}?edit=1#edit-details"' in html
 
 
 def test_a_note_can_be_dated_earlier(admin_client, admin_user):
