@@ -18,9 +18,9 @@ from incidents.accounts import AccountData, AccountError, account_upsert, curren
 from incidents.models import Account, AccountTier, Incident, Service
 from incidents.selectors import incident_accounts_impact, incident_impact
 
+from .base import ApiViewMixin
 from .customer_reports import ImpactSerializer, RevenueSerializer
 from .schema import error_response
-from .throttling import ApiKeyRateThrottle
 
 
 class AccountContactSerializer(serializers.Serializer):
@@ -99,8 +99,7 @@ class AccountFilterSet(filters.FilterSet):
         responses={200: AccountSerializer, 201: AccountSerializer, 400: error_response("Invalid account.")},
     ),
 )
-class AccountViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    throttle_classes = [ApiKeyRateThrottle]
+class AccountViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = Account.objects.select_related("tier").prefetch_related("services", "contacts")
     serializer_class = AccountSerializer
     filterset_class = AccountFilterSet
@@ -165,9 +164,8 @@ class IncidentImpactSerializer(serializers.Serializer):
         responses={200: IncidentImpactSerializer, 404: error_response("No such incident (or not visible to you).")},
     )
 )
-class IncidentImpactViewSet(viewsets.GenericViewSet):
+class IncidentImpactViewSet(ApiViewMixin, viewsets.GenericViewSet):
     single_object_list = True  # one document, not an array (incidents.api.schema)
-    throttle_classes = [ApiKeyRateThrottle]
     serializer_class = IncidentImpactSerializer
     pagination_class = None
     filter_backends = []

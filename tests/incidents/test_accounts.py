@@ -222,6 +222,8 @@ def test_impact_endpoint_and_its_visibility(crm, checkout):
     assert body["incident"] == incident.reference and body["accounts"]["accounts"] == 1
     assert body["accounts"]["by_tier"][0]["annual_contract_value"] == [{"currency": "USD", "amount": "100000.00"}]
     assert body["reports"]["reports"] == 0
+    etag = response["ETag"]  # a tool polling the impact gets 304 while nothing changed
+    assert crm.get(f"/api/v1/incidents/{incident.pk}/impact/", HTTP_IF_NONE_MATCH=etag).status_code == 304
     secret = declare("Secret", severity=SeverityFactory(level=2), services=[checkout], restricted=True)
     assert crm.get(f"/api/v1/incidents/{secret.pk}/impact/").status_code == 404  # as if it did not exist
     assert crm.get("/api/v1/incidents/999999/impact/").status_code == 404
