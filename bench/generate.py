@@ -208,6 +208,8 @@ INCIDENT_COLUMNS = (
     "last_activity_at",
     "version",
     "is_restricted",  # all false here; mark_restricted() sets the share after the load
+    "public_title",  # empty: the status page makes a neutral name from the public services
+    "public_impact",
 )
 LINK_COLUMNS = ("id", "incident_id", "service_id")
 ROLE_COLUMNS = ("id", "incident_id", "role", "user_id", "assigned_at", "relieved_at", "assigned_by_id")
@@ -436,6 +438,8 @@ class Generator:
                     ts(last_activity),
                     str(len(ev) - notes + 1),
                     "f",
+                    "",
+                    "",
                 )
             )
             + "\n"
