@@ -642,7 +642,8 @@ class IncidentPageMixin:
             "original": obj,
             "is_popup": False,
             "to_field": None,
-            "media": self.media,
+            # No edit form, so none of the admin's form scripts: the role picker adds its own (jQuery, select2).
+            "media": forms.Media(),
             "preserved_filters": self.get_preserved_filters(request),
             "add": False,
             "change": True,
