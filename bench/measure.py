@@ -320,10 +320,12 @@ def render(meta, endpoints, runs, counts, explains):
         "",
         "The incident page (issue 15) reads its timeline a page of 50 at a time (its query count is the same at 10 "
         "and 5,000 events; before, the timeline inline made one query per event: 543 queries for 510 events), "
-        "renders Django's edit form only when asked (`?edit=1`) and lets the other apps' panels (customer impact, "
-        "communications, review, similar past incidents, whose full-text search is most of their SQL) load from "
-        "`panels/` after it is shown. What remains is the admin's own per-request work: building the change form, "
-        "its member formsets and autocomplete widgets, and the admin's app list, then rendering the templates.",
+        "and lets the other apps' panels (customer impact, communications, review, similar past incidents, whose "
+        "full-text search is most of their SQL) load from `panels/` after it is shown. A plain GET of the page builds "
+        "no ModelForm, member formsets or app list (its sidebar is hidden) and writes its timeline rows without a "
+        "template include per row; Django's change view, with the edit form, serves `?edit=1` and POSTs. What "
+        "remains is the session and user lookup the bare list does not do, the page's other queries (incident, "
+        "services, timeline count and page, roles, updates, alerts) and rendering the admin's base templates.",
     ]
     lines += [
         "",
