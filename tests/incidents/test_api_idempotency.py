@@ -152,7 +152,7 @@ def test_the_schema_documents_the_header_on_every_post(api):
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # keeps the migrated rows (groups, content types) for the tests after it
 def test_two_concurrent_requests_with_one_key_create_one_incident(ada, monkeypatch):
     """The second request waits on the key's unique index while the first is declaring, then replays it."""
     from incidents.api import views

@@ -108,16 +108,17 @@ def test_read_only_page_blanks_a_link_to_a_restricted_incident(world, client):
         reader = UserFactory(username=f"reader-{groups[0].lower()}", groups=groups)
         client.force_login(reader)
         for incident in w.linked:  # recurrence of, duplicate of
-            response = client.get(reverse("admin:incidents_incident_change", args=[incident.pk]))
-            assert response.status_code == 200
-            assert not leaks(w, response.content.decode()), (groups, incident.title)
+            for query in ("", "?edit=1"):  # the page, and its edit form's read-only fields
+                response = client.get(reverse("admin:incidents_incident_change", args=[incident.pk]) + query)
+                assert response.status_code == 200
+                assert not leaks(w, response.content.decode()), (groups, incident.title, query)
 
 
 def test_saving_a_page_with_a_hidden_link_keeps_the_link(world, client):
     w = world
     client.force_login(w.outsider)
     url = reverse("admin:incidents_incident_change", args=[w.open.pk])
-    page = client.get(url)
+    page = client.get(url + "?edit=1")  # the edit form, as the page's "Edit details" opens it
     assert not leaks(w, page.content.decode())
     data = _page_data(page)
     data.update({"title": "Search is slow (edited)"})
@@ -219,7 +220,7 @@ def test_only_the_commander_or_the_global_permission_lifts_a_restriction(world, 
 
     # In the admin the member sees the box read-only, and a forged POST changes nothing.
     client.force_login(w.member)
-    page = client.get(reverse("admin:incidents_incident_change", args=[w.restricted.pk]))
+    page = client.get(reverse("admin:incidents_incident_change", args=[w.restricted.pk]) + "?edit=1")
     assert "is_restricted" not in page.context["adminform"].form.fields
 
     services.incident_restriction_set(incident=w.restricted, restricted=False, actor=w.participant)  # commander

@@ -73,6 +73,7 @@ def test_the_global_permission_adds_no_filter(people):
 def test_restricting_and_lifting_are_on_the_timeline(people):
     lead = people["lead"]
     incident = declare("Legal hold", actor=lead)
+    services.incident_take_command(incident=incident, actor=lead)  # lifting needs the commander (issue 11)
     assert not incident.is_restricted
     services.incident_restriction_set(incident=incident, restricted=True, actor=lead, note="customer named")
     services.incident_restriction_set(incident=incident, restricted=True, actor=lead)  # repeat: no-op
