@@ -436,14 +436,6 @@ class IncidentAdmin(LargeListMixin, IncidentPageMixin, admin.ModelAdmin):
             incident.recurrence_of = None
         return incident
 
-    def get_readonly_fields(self, request, obj=None):
-        fields = super().get_readonly_fields(request, obj)
-        if obj is not None and obj.is_restricted and not services.incident_restriction_may_lift(
-            incident=obj, user=request.user
-        ):
-            return [*fields, "is_restricted"]  # only the commander or the global permission may lift it
-        return fields
-
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "recurrence_of":
             # Only incidents this person may see can be chosen, or shown as the current choice.
@@ -474,6 +466,14 @@ class IncidentAdmin(LargeListMixin, IncidentPageMixin, admin.ModelAdmin):
         if obj is None:
             kwargs["form"] = IncidentDeclareForm
         return super().get_form(request, obj, change, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        if obj is None:
+            return fields
+        if obj.is_restricted and not services.incident_restriction_may_lift(incident=obj, user=request.user):
+            return [*fields, "is_restricted"]  # only the commander or the global permission may lift it
+        return fields
 
     def get_changeform_initial_data(self, request):
         return {"declare_commander": request.user.pk, **super().get_changeform_initial_data(request)}
