@@ -609,9 +609,9 @@ class MaintenanceNotice(models.Model):
         return f"{self.get_kind_display()} to {self.subscriber}"
 
 
-# The Slack app's models live with it (comms/slack/models.py); imported here so Django finds them.
-from .slack.models import SlackCall, SlackChannel, SlackEvent, SlackNote, SlackUser  # noqa: E402, F401
-# The status page's public state version lives with it (comms/status/models.py).
-from .status.models import StatusPageVersion  # noqa: E402, F401
-# Direct outreach to the contacts of affected accounts lives with it (comms/outreach/models.py).
+# Models that live with their feature, imported here so Django finds them: direct outreach to the
+# contacts of affected accounts (comms/outreach), the Slack app (comms/slack) and the status page's
+# public state version (comms/status).
 from .outreach.models import Outreach, OutreachDelivery  # noqa: E402, F401
+from .slack.models import SlackCall, SlackChannel, SlackEvent, SlackNote, SlackUser  # noqa: E402, F401
+from .status.models import StatusPageVersion  # noqa: E402, F401

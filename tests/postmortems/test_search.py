@@ -12,7 +12,7 @@ from incidents.models import Incident
 from postmortems import selectors
 from postmortems import services as review_services
 from postmortems.models import Review
-from tests.incidents.factories import ServiceFactory, SeverityFactory, UserFactory, declare, drive
+from tests.incidents.factories import ServiceFactory, UserFactory, declare, drive
 
 pytestmark = pytest.mark.django_db
 S = Incident.Status
