@@ -1,4 +1,4 @@
-# Placeholder reserved for one engineer's change; filled with its operations (or removed if unused).
+# The incident page and lists (issue 15): the "merged" timeline kind for incident_merge.
 from django.db import migrations, models
 
 

@@ -1,8 +1,0 @@
-# Placeholder reserved for one engineer's change; filled with its operations (or removed if unused).
-from django.db import migrations
-
-
-class Migration(migrations.Migration):
-    dependencies = [("postmortems", "0003_search")]
-
-    operations = []
