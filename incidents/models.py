@@ -322,6 +322,12 @@ class Incident(models.Model):
             # The API and the admin sort by these; without an index every page sorts the whole table.
             models.Index(fields=["-last_activity_at", "-id"], name="incident_activity_idx"),
             models.Index(fields=["-updated_at", "-id"], name="incident_updated_idx"),
+            # The open-incidents list (worst severity, then oldest) reads its page's ids from this alone.
+            models.Index(
+                fields=["severity", "detected_at", "id"],
+                name="incident_open_idx",
+                condition=Q(status__in=OPEN_STATUSES),
+            ),
         ]
         constraints = [
             models.CheckConstraint(
