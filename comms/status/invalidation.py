@@ -1,5 +1,6 @@
 """When the public status page changes: every save that can alter a public document calls
-`cache.status_page_changed()` (the cached documents are stale from the commit on).
+`refresh.status_page_changed()` (the cached documents are stale from the commit on, and those being
+read are re-rendered then).
 
 Model signals rather than calls in each service: the same rows are also written by the admin, the
 API, data migrations and other apps' code (incidents knows nothing of comms), and one list here is
@@ -18,7 +19,7 @@ from django.dispatch import receiver
 from comms.models import MaintenanceUpdate, ScheduledMaintenance, Update, UpdateComponent
 from incidents.models import Incident, Service, ServiceGroup
 
-from .cache import status_page_changed
+from .refresh import status_page_changed
 
 # Incident saves that change none of what the public sees of an incident.
 PRIVATE_INCIDENT_FIELDS = frozenset({"acknowledged_at", "commander", "version", "updated_at", "last_activity_at"})

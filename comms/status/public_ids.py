@@ -10,6 +10,7 @@ The key is STATUS_PAGE_ID_KEY (derived from SECRET_KEY when unset): changing it 
 id and breaks old links, so production sets it once.
 """
 
+import functools
 import hashlib
 import hmac
 
@@ -42,7 +43,12 @@ def encode(kind, pk):
     pk = int(pk)
     if not 0 <= pk < (1 << (2 * HALF_BITS)):
         raise ValueError("primary key out of range")
-    key = _key()
+    return _encrypted(_key(), kind, pk)
+
+
+# Six HMACs per id, about a thousand ids per status page render: the same rows come back every render.
+@functools.lru_cache(maxsize=65536)
+def _encrypted(key, kind, pk):
     left, right = pk >> HALF_BITS, pk & HALF_MASK
     for index in range(ROUNDS):
         left, right = right, left ^ _round(key, kind, index, right)

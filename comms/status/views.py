@@ -1,7 +1,9 @@
 """Public status-page views: no login, nothing per user, the same answer for everyone.
 
 Every document is read through `selectors.status_page()` (the one place that decides what is public),
-rendered once per change of the public state and served from the shared cache (cache.py). Responses
+rendered once per change of the public state and served from the shared cache (cache.py; /status/
+and the v2 documents are rendered in documents.py, and re-rendered right after a change by refresh.py,
+before readers ask). Responses
 carry an `ETag` (If-None-Match answers 304) and `Cache-Control: public, max-age=STATUS_PAGE_MAX_AGE,
 stale-while-revalidate=…, stale-if-error=…` for browsers and CDNs. The JSON documents and the widget
 answer cross-origin requests (`Access-Control-Allow-Origin: *`, preflights included), as Statuspage
@@ -9,35 +11,19 @@ does, so other sites, native apps and the in-app widget can read them.
 """
 
 import functools
-import json
 from pathlib import Path
 
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed, HttpResponseNotModified
-from django.template.loader import render_to_string
-from django.urls import NoReverseMatch, reverse
 from django.utils.cache import patch_cache_control
 from django.utils.http import parse_etags
 
-from . import cache, embed, selectors, statuspage
+from . import cache, embed, selectors
+from .documents import html, json_body, renderer
 from .feeds import UpdatesFeed
 
-# The public subscription form (subscribers work); the page simply leaves the link out if it is not wired.
-SUBSCRIBE_URL_NAMES = ("comms_subscriptions:subscribe",)
-JSON = "application/json"
-HTML = "text/html; charset=utf-8"
 EMBED_SCRIPT = Path(__file__).resolve().parent.parent / "static" / "comms" / "embed.js"
 EMBED_SCRIPT_MAX_AGE = 300  # its URL never changes (hosts embed it by name): short, then revalidated
-
-
-def subscribe_url():
-    for name in SUBSCRIBE_URL_NAMES:
-        try:
-            return reverse(name)
-        except NoReverseMatch:
-            continue
-    return None
 
 
 # ---- answering with a cached document ----------------------------------------------------------------
@@ -99,28 +85,9 @@ def public_document(*, cors=False, max_age=None):
 # ---- the documents -----------------------------------------------------------------------------------
 
 
-def _html(template, page, **extra):
-    # Rendered without the request: the cached page must hold nothing from whoever asked first.
-    context = {
-        "page": page,
-        "page_name": settings.STATUS_PAGE_NAME,
-        "subscribe_url": subscribe_url(),
-        "history_days": selectors.HISTORY_DAYS,
-        "time_zone": statuspage.time_zone_name(),
-        **extra,
-    }
-    return 200, HTML, render_to_string(template, context).encode()
-
-
-def _json(data, status=200):
-    return status, JSON, json.dumps(data, ensure_ascii=False, cls=DjangoJSONEncoder).encode()
-
-
 @public_document()
 def index(request):
-    return cache.cached_document(
-        "index", lambda: _html("comms/status/index.html", selectors.status_page(incidents="history"))
-    )
+    return cache.cached_document("index", renderer("index"))
 
 
 def _detail(kind, public_id):
@@ -133,7 +100,7 @@ def _detail(kind, public_id):
             items = page.maintenances
         if not items:
             raise Http404(f"No such {kind}.")
-        return _html("comms/status/detail.html", page, item=items[0])
+        return html("comms/status/detail.html", page, item=items[0])
 
     return cache.cached_document(f"{kind}:{public_id}", render)
 
@@ -158,25 +125,10 @@ def feed(request):
     return cache.cached_document(f"feed:{request.get_host()}", render)
 
 
-# Statuspage v2 documents: (incidents wanted, maintenances wanted, shape).
-DOCUMENTS = {
-    "summary": (None, None, statuspage.summary),
-    "status": (None, None, statuspage.status),
-    "components": (None, None, statuspage.components),
-    "incidents": ("recent", None, statuspage.incidents),
-    "incidents-unresolved": (None, None, statuspage.unresolved),
-    "scheduled-maintenances": (None, "all", statuspage.scheduled_maintenances),
-    "scheduled-maintenances-upcoming": (None, "upcoming", statuspage.scheduled_maintenances),
-    "scheduled-maintenances-active": (None, "active", statuspage.scheduled_maintenances),
-}
-
-
 @public_document(cors=True)
 def document(request, name):
-    incidents, maintenances, shape = DOCUMENTS[name]
-    return cache.cached_document(
-        name, lambda: _json(shape(selectors.status_page(incidents=incidents, maintenances=maintenances)))
-    )
+    """A Statuspage v2 document (documents.DOCUMENTS names them)."""
+    return cache.cached_document(name, renderer(name))
 
 
 def _error(code, message, fields):
@@ -189,14 +141,14 @@ def embed_document(request):
     try:
         slugs = embed.components_parse(request.GET.get("components", ""))
     except embed.ComponentsError as error:
-        body = _json(_error("invalid", str(error), {"components": error.slugs}), 400)
+        body = json_body(_error("invalid", str(error), {"components": error.slugs}), 400)
         return cache.rendered("", lambda: body)
 
     def render():
         try:
-            return _json(embed.embed(selectors.status_page(), slugs))
+            return json_body(embed.embed(selectors.status_page(), slugs))
         except embed.ComponentsError as error:
-            return _json(_error("unknown_components", str(error), {"components": error.slugs}), 400)
+            return json_body(_error("unknown_components", str(error), {"components": error.slugs}), 400)
 
     return cache.cached_document("embed:" + ",".join(slugs), render)
 

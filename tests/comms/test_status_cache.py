@@ -4,18 +4,19 @@ Transactional tests: the cache is only used outside a transaction (inside one, a
 changes nobody else sees yet), which is how the web processes read it.
 """
 
+import threading
 import time
 from datetime import timedelta
 
 import pytest
 from django.core.cache import cache as django_cache
 from django.core.cache.backends.base import BaseCache
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from comms import services as comms_services
 from comms.models import ScheduledMaintenance
-from comms.status import cache
+from comms.status import cache, selectors
 from incidents import services as incident_services
 from incidents.models import ServiceGroup
 from tests.comms.factories import maintenance_scheduled
@@ -63,6 +64,20 @@ def publish(world, incident, *, status="investigating", title="Checkout is slow"
         components=components if components is not None else [(world["checkout"], "partial_outage")],
     )
     return comms_services.update_publish(update=draft, actor=world["writer"])
+
+
+@pytest.fixture
+def renders(monkeypatch):
+    """The status pages built (selectors.status_page() calls): what rendering a document costs."""
+    calls = []
+    real = selectors.status_page
+
+    def counted(**kwargs):
+        calls.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(selectors, "status_page", counted)
+    return calls
 
 
 def bodies(client):
@@ -258,18 +273,92 @@ def test_a_change_rolled_back_never_reaches_the_cache(client, world):
     assert "Never published" not in client.get("/status/api/v2/summary.json").content.decode()
 
 
-# ---- a spike after a change: one render, the others serve the previous copy -----------------------------
+# ---- a spike after a change: readers do not render -----------------------------------------------------
 
 
-def test_while_one_process_renders_the_others_serve_the_previous_copy(client, world, django_assert_num_queries):
+def test_after_a_change_the_next_requests_render_nothing(client, world, renders, django_assert_max_num_queries):
+    """The process that published re-rendered the documents being read right after the commit."""
+    incident = declare("Checkout errors", severity=world["severity"], services=[world["checkout"]])
+    bodies(client)  # warm: customers are reading every hot document
+    publish(world, incident, title="Card payments are failing")
+    renders.clear()
+    with django_assert_max_num_queries(1):  # the version's row, read once into the cache
+        next_requests_show(client, published_shows("Card payments are failing"))
+    assert renders == []
+
+
+def test_a_change_renders_each_page_being_read_once(client, world, renders):
+    """The four v2 documents showing the same page share one build of it."""
+    incident = declare("Checkout errors", severity=world["severity"], services=[world["checkout"]])
+    bodies(client)
+    renders.clear()
+    publish(world, incident, title="Card payments are failing")
+    assert sorted(call["incidents"] or "" for call in renders) == ["", "history"]
+
+
+def test_one_commit_renders_once_however_many_public_rows_it_saved(client, world, renders):
+    client.get("/status/api/v2/components.json")
+    renders.clear()
+    with transaction.atomic():
+        for service, name in ((world["website"], "Web shop"), (world["checkout"], "Checkout")):
+            service.name = name
+            service.save()
+    assert len(renders) == 1
+    assert "Web shop" in client.get("/status/api/v2/components.json").content.decode() and len(renders) == 1
+
+
+def test_a_change_renders_nothing_nobody_reads(client, world, renders):
+    client.get("/status/api/v2/status.json")
+    renders.clear()
+    publish(world, declare("Checkout errors", severity=world["severity"], services=[world["checkout"]]))
+    assert len(renders) == 1  # status.json, right after the commit
+    assert client.get("/status/").status_code == 200 and len(renders) == 2  # the page, on its first request
+
+
+def test_while_one_process_renders_the_others_serve_the_previous_copy(
+    client, world, monkeypatch, renders, django_assert_num_queries
+):
     old = client.get("/status/api/v2/summary.json").content
+    # A change made by a process that does not share this cache: here only the version is new.
+    monkeypatch.setattr(cache, "refresh", lambda renders: cache.new_version())
     publish(world, declare("Checkout errors", severity=world["severity"], services=[world["checkout"]]))
     django_cache.add(cache.RENDER_LOCK_KEY.format("summary"), 1, 10)  # someone else is rendering it
-    client.get("/status/api/v2/status.json")  # reads the new version into the cache
-    with django_assert_num_queries(0):
+    renders.clear()
+    with django_assert_num_queries(1):  # the new version's row
         assert client.get("/status/api/v2/summary.json").content == old
+    assert renders == []
     django_cache.delete(cache.RENDER_LOCK_KEY.format("summary"))
     assert "Checkout is slow" in client.get("/status/api/v2/summary.json").content.decode()
+
+
+@pytest.mark.parametrize("copy", ["none", "previous"])
+def test_concurrent_requests_for_a_document_render_it_once(world, copy):
+    """With no copy, the others wait for that one render; with a previous one, they serve it meanwhile."""
+    django_cache.set(cache.VERSION_KEY, "new", 60)
+    if copy == "previous":
+        django_cache.set(cache.DOCUMENT_KEY.format("probe"), cache.rendered("old", lambda: (200, "text/plain", b"old")))
+    calls, bodies_, started = [], [], threading.Barrier(8)
+
+    def render():
+        calls.append(1)
+        time.sleep(0.3)
+        return 200, "text/plain", b"new"
+
+    def ask():
+        started.wait()
+        try:
+            bodies_.append(cache.cached_document("probe", render).body)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert sorted(bodies_) == ([b"new"] * 8 if copy == "none" else [b"new"] + [b"old"] * 7)
+    assert cache.cached_document("probe", render).body == b"new" and len(calls) == 1
 
 
 # ---- the cache is down: the database answers -----------------------------------------------------------
@@ -298,14 +387,16 @@ def test_with_the_cache_down_pages_are_rendered_from_the_database(client, world,
     assert "Website is down" in client.get("/status/").content.decode()
 
 
-def test_documents_expire_after_status_page_cache_seconds(client, world, settings):
-    """Nothing committed, but time moves (the 90-day history window): a document is kept at most this long."""
+def test_documents_are_rendered_again_after_status_page_cache_seconds(client, world, settings, renders):
+    """Nothing committed, but time moves (the 90-day history window): a copy is served at most this long
+    (and after that only to requests arriving while it is being rendered again)."""
     settings.STATUS_PAGE_CACHE_SECONDS = 1
     client.get("/status/api/v2/status.json")
-    key = cache.DOCUMENT_KEY.format("status")
-    assert django_cache.get(key) is not None
+    client.get("/status/api/v2/status.json")
+    assert len(renders) == 1
     time.sleep(1.1)
-    assert django_cache.get(key) is None
+    client.get("/status/api/v2/status.json")
+    assert len(renders) == 2
 
 
 def test_changes_to_incidents_the_public_cannot_see_leave_the_cache_alone(client, world):
