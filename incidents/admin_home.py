@@ -11,8 +11,9 @@ import functools
 
 from django.contrib import admin
 from django.db.models import Count, Exists, OuterRef, Q
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils import timezone
+from django.utils.translation import get_language
 
 from .admin_lists import needs, unacknowledged_late, update_overdue, with_update_due_from
 from .models import Incident, RoleAssignment, Severity
@@ -84,31 +85,60 @@ def _index_with_home(index):
     return index_with_home
 
 
+APP_LIST_CACHE_SIZE = 256
+_app_lists = {}
+
+
+def _app_list_key(request, app_label):
+    """Everything the app list depends on: who (their permissions), the language, the URL prefix.
+
+    Every ModelAdmin here answers has_*_permission(request) from the user's permissions alone.
+    """
+    user = request.user
+    perms = None if user.is_superuser else frozenset(user.get_all_permissions())
+    return user.pk, user.is_active, user.is_staff, perms, get_language(), get_script_prefix(), app_label
+
+
 def _app_list_with_dashboard(get_app_list):
-    """The dashboard as the first row of the Incidents app, on the home page and in the sidebar."""
+    """The dashboard as the first row of the Incidents app, on the home page and in the sidebar.
+
+    The list is built once per set of permissions, not on every page: building it reverses two URLs
+    per model, about a tenth of an incident list's time.
+    """
 
     @functools.wraps(get_app_list)
     def get_app_list_with_dashboard(request, app_label=None):
-        app_list = get_app_list(request, app_label)
-        if request.user.has_perm(PERMISSION):
-            for app in app_list:
-                if app["app_label"] == "incidents":
-                    app["models"].insert(
-                        0,
-                        {
-                            "name": "Reliability dashboard",
-                            "object_name": "Dashboard",
-                            "model_name": "dashboard",
-                            "perms": {"view": True},
-                            "admin_url": reverse("admin:incidents_dashboard"),
-                            "add_url": None,
-                            "view_only": True,
-                        },
-                    )
-        return app_list
+        key = _app_list_key(request, app_label)
+        app_list = _app_lists.get(key)
+        if app_list is None:
+            app_list = _with_dashboard(request, get_app_list(request, app_label))
+            if len(_app_lists) >= APP_LIST_CACHE_SIZE:
+                _app_lists.clear()
+            _app_lists[key] = app_list
+        # Copies, so a caller that edits its list never changes the next reader's.
+        return [{**app, "models": [dict(model) for model in app["models"]]} for app in app_list]
 
     get_app_list_with_dashboard.home = True
     return get_app_list_with_dashboard
+
+
+def _with_dashboard(request, app_list):
+    if request.user.has_perm(PERMISSION):
+        for app in app_list:
+            if app["app_label"] == "incidents":
+                app["models"].insert(
+                    0,
+                    {
+                        "name": "Reliability dashboard",
+                        "object_name": "Dashboard",
+                        "model_name": "dashboard",
+                        "perms": {"view": True},
+                        "admin_url": reverse("admin:incidents_dashboard"),
+                        "add_url": None,
+                        "view_only": True,
+                    },
+                )
+    return app_list
 
 
 def install(site=admin.site):

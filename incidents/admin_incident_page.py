@@ -22,7 +22,6 @@ from django import forms
 from django.contrib import messages
 from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
 from django.contrib.admin.utils import unquote
-from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, Q, Subquery, Window
@@ -34,11 +33,13 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.dates import MONTHS_3
-from django.utils.html import format_html
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext as _
 
 from . import services
+from .admin_widgets import PlainAutocompleteSelect, PlainSelect
 from .models import Alert, Incident, RoleAssignment, TimelineEvent, references_hidden_from, references_redacted
 
 Status = Incident.Status
@@ -72,6 +73,7 @@ KIND_FILTERS = {
     "follow_up": ("Review and action items", (Kind.REVIEW, Kind.ACTION_ITEM)),
 }
 GROUP_OF_KIND = {kind: key for key, (_label, kinds) in KIND_FILTERS.items() for kind in kinds}
+KIND_LABELS = {kind: escape(label) for kind, label in TimelineEvent.Kind.choices}
 
 # Forward steps in the order they are offered; the destructive ones are listed apart and confirmed.
 FORWARD_STEPS = [
@@ -155,18 +157,15 @@ def _timeline_row_html(event, text):
     """One row, built here rather than by a template included 50 times a page (the include, its variable
     lookups and the date filters were the largest part of rendering the page)."""
     local = timezone.localtime(event.occurred_at)
-    return format_html(
-        '<li class="tl-row tl-{}" data-event-id="{}">\n'
-        '  <div class="tl-meta"><time datetime="{}">{}</time> <span class="tl-kind">{}</span> '
-        '<span class="tl-actor">{}</span></div>\n'
-        "  {}\n</li>\n",
-        GROUP_OF_KIND.get(event.kind, "other"),
-        event.pk,
-        local.isoformat(),  # as the date filter's "c"
-        f"{MONTHS_3[local.month].title()} {local.day}, {local:%H:%M}",  # as the date filter's "M j, H:i"
-        event.get_kind_display(),
-        event.actor.get_username() if event.actor else "system",
-        format_html('<div class="tl-text">{}</div>', linebreaksbr(text, autoescape=True)) if text else "",
+    # An f-string with escape() where the text comes from people: format_html escapes every argument.
+    body = f'<div class="tl-text">{linebreaksbr(text, autoescape=True)}</div>' if text else ""
+    actor = escape(event.actor.get_username()) if event.actor else "system"
+    return mark_safe(
+        f'<li class="tl-row tl-{GROUP_OF_KIND.get(event.kind, "other")}" data-event-id="{event.pk}">\n'
+        f'  <div class="tl-meta"><time datetime="{local.isoformat()}">'  # as the date filter's "c"
+        f"{MONTHS_3[local.month].title()} {local.day}, {local:%H:%M}</time> "  # as the date filter's "M j, H:i"
+        f'<span class="tl-kind">{KIND_LABELS.get(event.kind, event.kind)}</span> <span class="tl-actor">{actor}</span>'
+        f"</div>\n  {body}\n</li>\n"
     )
 
 
@@ -292,14 +291,16 @@ class NoteForm(forms.Form):
 
 
 class AssignRoleForm(forms.Form):
-    role = forms.ChoiceField(choices=RoleAssignment.Role.choices)
+    role = forms.ChoiceField(choices=RoleAssignment.Role.choices, widget=PlainSelect)
     user = forms.ModelChoiceField(queryset=None, label="Person")
 
     def __init__(self, *args, admin_site, **kwargs):
         super().__init__(*args, **kwargs)
         field = RoleAssignment._meta.get_field("user")
         # The admin's autocomplete: searches people as you type, for anyone who may run incidents.
-        self.fields["user"].widget = AutocompleteSelect(field, admin_site, attrs={"data-placeholder": "Find a person"})
+        self.fields["user"].widget = PlainAutocompleteSelect(
+            field, admin_site, attrs={"data-placeholder": "Find a person"}
+        )
         self.fields["user"].queryset = field.related_model.objects.filter(is_active=True, is_staff=True)
 
 

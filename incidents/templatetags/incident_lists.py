@@ -61,7 +61,13 @@ class Column:
         self.model_admin = cl.model_admin
         self.empty = cl.model_admin.get_empty_value_display()
         self.admin_method = None
-        if not callable(name) and not _is_model_field(cl.lookup_opts, name):
+        self.choice_labels = None
+        if not callable(name) and _is_model_field(cl.lookup_opts, name):
+            field = cl.lookup_opts.get_field(name)
+            if field.choices and not field.is_relation:
+                # The label of each stored value, looked up once rather than per cell.
+                self.choice_labels = {value: str(label) for value, label in field.flatchoices}
+        elif not callable(name):
             if hasattr(cl.model_admin, name) and name != "__str__":
                 self.admin_method = getattr(cl.model_admin, name)
                 self.empty = getattr(self.admin_method, "empty_value_display", self.empty)
@@ -72,6 +78,10 @@ class Column:
     def cell(self, result):
         """(classes, representation) as Django's items_for_result makes them."""
         classes = self.classes
+        if self.choice_labels is not None:
+            value = getattr(result, self.name)
+            if value in self.choice_labels:
+                return classes, self.choice_labels[value]
         if self.admin_method is not None:
             value = self.admin_method(result)
             if isinstance(value, str) and not self.boolean:

@@ -100,3 +100,17 @@ def test_home_runs_the_same_queries_with_1_and_100_open_incidents(client):
     add(99)
     assert queries() == at_one
     assert Incident.objects.count() == 100
+
+
+def test_the_app_list_follows_a_change_of_permissions(client, responder):
+    """The app list is kept per set of permissions: a new permission shows at once, on the next page."""
+    from django.contrib.auth.models import Permission
+
+    users = reverse("admin:auth_user_changelist")
+    client.force_login(responder)
+    assert users not in client.get(HOME).content.decode()
+    responder.user_permissions.add(Permission.objects.get(codename="view_user"))
+    assert users in client.get(HOME).content.decode()
+    assert users in client.get(reverse("admin:incidents_incident_changelist")).content.decode()  # the sidebar
+    responder.user_permissions.clear()
+    assert users not in client.get(HOME).content.decode()

@@ -129,6 +129,57 @@ def test_show_counts_is_off(admin_client):
         assert not cl.add_facets and not cl.is_facets_optional
 
 
+def test_open_list_puts_the_worst_first_then_the_oldest_on_every_page(admin_client, monkeypatch):
+    """The page's ids are read first and its rows after: the order must survive the second query."""
+    sev1, sev3 = SeverityFactory(level=1), SeverityFactory(level=3)
+    made = [
+        declare("Sev3 older", severity=sev3, detected_at=ago(50)),
+        declare("Sev1 newer", severity=sev1, detected_at=ago(5)),
+        declare("Sev3 newer", severity=sev3, detected_at=ago(10)),
+        declare("Sev1 older", severity=sev1, detected_at=ago(40)),
+    ]
+    by_title = {incident.title: incident.reference for incident in made}
+    expected = [by_title[t] for t in ("Sev1 older", "Sev1 newer", "Sev3 older", "Sev3 newer")]
+    monkeypatch.setattr(OpenIncidentAdmin, "list_per_page", 3)
+    assert rows(admin_client.get(OPEN_URL)) + rows(admin_client.get(OPEN_URL, {"p": 2})) == expected
+
+
+def test_the_commander_filter_offers_nobody_me_and_whoever_was_picked(admin_client, admin_user):
+    """Not every member of staff (a query and a link each, on every page): names in the column link instead."""
+    carol, dave = UserFactory(username="carol", is_staff=True), UserFactory(username="dave", is_staff=True)
+    theirs = declare("Carol's")
+    services.role_assign(incident=theirs, role="commander", user=carol, actor=admin_user)
+    nobodys = declare("Nobody's")
+    for url in (LIST_URL, OPEN_URL):
+        response = admin_client.get(url)
+        spec = next(s for s in response.context["cl"].filter_specs if s.title == "commander")
+        shown = [c["display"] for c in spec.choices(response.context["cl"])]
+        assert shown == ["All", "Nobody", "Me"]
+        assert f'<a href="?commander={carol.pk}" title="Only incidents carol commands">carol</a>' in (
+            response.content.decode()
+        )
+
+        picked = admin_client.get(url, {"commander": carol.pk})
+        assert rows(picked) == [theirs.reference]
+        spec = next(s for s in picked.context["cl"].filter_specs if s.title == "commander")
+        choices = spec.choices(picked.context["cl"])
+        assert [(c["display"], c["selected"]) for c in choices][-1] == ("carol", True)
+        assert rows(admin_client.get(url, {"commander": "none"})) == [nobodys.reference]
+        assert rows(admin_client.get(url, {"commander": dave.pk})) == []
+
+
+def test_the_severity_filter_and_the_severity_actions_read_the_severities_once(admin_client):
+    sev1, sev3 = SeverityFactory(level=1), SeverityFactory(level=3)
+    critical = declare("Critical", severity=sev1)
+    declare("Minor", severity=sev3)
+    for url in (LIST_URL, OPEN_URL):
+        with CaptureQueriesContext(connection) as ctx:
+            response = admin_client.get(url, {"severity__id__exact": sev1.pk})
+        assert rows(response) == [critical.reference]
+        assert sum('FROM "incidents_severity"' in q["sql"] for q in ctx.captured_queries) == 1
+        assert f'value="set_severity_{sev3.level}"' in response.content.decode()
+
+
 # ---- counts and paging on large tables ----------------------------------------------------------
 
 
@@ -263,6 +314,9 @@ def test_a_responder_sees_the_same_query_count_at_1_and_100_rows(client, respond
         {"needs": "bogus"},
         {"status__exact": "closed"},
         {"commander": "x\x00y"},
+        {"commander": "99999999999999999999"},
+        {"commander": "٣"},
+        {"severity__id__exact": "99999999999999999999"},
         {"acknowledged": "maybe"},
     ],
 )
