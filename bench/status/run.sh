@@ -10,7 +10,8 @@
 #      postgres://postgres@127.0.0.1:5432/incidents_status_bench), fills it with bench/generate.py if it
 #      has no incidents (200,000), and adds the public state of an outage (bench/status/measure.py
 #      --prepare: public components in groups, three unresolved public incidents, a month of resolved
-#      ones, a maintenance in progress and one upcoming; idempotent);
+#      ones, a maintenance in progress and one upcoming; idempotent, and the updates an earlier run
+#      published are taken back, so every run starts from the same page);
 #   2. starts gunicorn: 2 sync workers on 127.0.0.1:$BENCH_PORT (8768), DEBUG off, bench.settings (the
 #      product plus /bench/baseline/), the cache on Redis as in production (CACHE_URL, default
 #      redis://127.0.0.1:6379/15);
