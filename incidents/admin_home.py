@@ -89,7 +89,7 @@ APP_LIST_CACHE_SIZE = 256
 _app_lists = {}
 
 
-def _app_list_key(request, app_label):
+def app_list_key(request, app_label):
     """Everything the app list depends on: who (their permissions), the language, the URL prefix.
 
     Every ModelAdmin here answers has_*_permission(request) from the user's permissions alone.
@@ -108,7 +108,7 @@ def _app_list_with_dashboard(get_app_list):
 
     @functools.wraps(get_app_list)
     def get_app_list_with_dashboard(request, app_label=None):
-        key = _app_list_key(request, app_label)
+        key = app_list_key(request, app_label)
         app_list = _app_lists.get(key)
         if app_list is None:
             app_list = _with_dashboard(request, get_app_list(request, app_label))

@@ -32,7 +32,8 @@ from django.template.loader import render_to_string
 from django.urls import NoReverseMatch
 from django.utils.html import conditional_escape, escape
 from django.utils.safestring import mark_safe
-from django.utils.translation import get_language
+
+from incidents.admin_home import app_list_key
 
 register = template.Library()
 
@@ -193,30 +194,16 @@ SIDEBAR_CACHE_SIZE = 256
 _sidebars = {}
 
 
-def _sidebar_key(request, available_apps):
-    """Everything admin/nav_sidebar.html shows: the language, the path (current model) and the app list."""
-    apps = tuple(
-        (
-            app["app_label"],
-            str(app["name"]),
-            app["app_url"],
-            tuple((m["object_name"], str(m["name"]), m.get("admin_url"), m.get("add_url")) for m in app["models"]),
-        )
-        for app in available_apps
-    )
-    return get_language(), request.path, apps
-
-
 @register.simple_tag(takes_context=True)
 def incident_nav_sidebar(context):
     """The admin's sidebar, rendered once per reader's app list and page rather than on every request.
 
     Its template works through every model of every app (about a tenth of a list's rendering); what
-    it shows depends only on the key above, which is still built from this request's app list, so
-    permissions are checked as before.
+    it shows is the app list, a function of the reader's permissions (the app list's own cache key),
+    and the page's path, which marks the current model.
     """
     request, available_apps = context["request"], context.get("available_apps", [])
-    key = _sidebar_key(request, available_apps)
+    key = app_list_key(request, None), request.path
     html = _sidebars.get(key)
     if html is None:
         html = render_to_string("admin/nav_sidebar.html", {"available_apps": available_apps, "request": request})
