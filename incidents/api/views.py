@@ -2,9 +2,10 @@
 
 import re
 
+from django.contrib.auth import get_user_model
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection, transaction
-from django.db.models import F, OuterRef, Prefetch
+from django.db.models import F, OuterRef, Prefetch, Subquery
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -133,16 +134,31 @@ class IncidentViewSet(ApiViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
     def incidents_for_list(self):
         """A page of the list: the few columns it shows of the severity, commander and linked incidents as
         columns of its own query, rather than their whole rows made into objects (IncidentSerializer reads
-        either)."""
+        either). The optional ones are scalar subqueries, not LEFT JOINs: each costs a primary-key probe for
+        the page's rows alone, while three more joined tables cost PostgreSQL ~1 ms to plan (~2.5 ms with a
+        filter's semi join), more than reading the page. The annotated queryset depends on nothing in the
+        request: it is built once per process and cloned, like a view's ``queryset`` attribute."""
+        cls = type(self)
+        if "_list_queryset" not in cls.__dict__:
+            cls._list_queryset = self.list_queryset()
+        return cls._list_queryset.all()
+
+    @classmethod
+    def list_queryset(cls):
+        def linked(field, column):
+            return Subquery(Incident.objects.filter(pk=OuterRef(f"{field}_id")).order_by().values(column))
+
         incidents = Incident.objects.annotate(
             severity_level=F("severity__level"),
-            commander_username=F("commander__username"),
-            recurrence_number=F("recurrence_of__number"),
-            recurrence_restricted=F("recurrence_of__is_restricted"),
-            duplicate_number=F("duplicate_of__number"),
-            duplicate_restricted=F("duplicate_of__is_restricted"),
+            commander_username=Subquery(
+                get_user_model().objects.filter(pk=OuterRef("commander_id")).order_by().values("username")
+            ),
+            recurrence_number=linked("recurrence_of", "number"),
+            recurrence_restricted=linked("recurrence_of", "is_restricted"),
+            duplicate_number=linked("duplicate_of", "number"),
+            duplicate_restricted=linked("duplicate_of", "is_restricted"),
         )
-        return self.with_service_slugs(incidents)
+        return cls.with_service_slugs(incidents)
 
     @staticmethod
     def with_service_slugs(incidents):

@@ -11,9 +11,10 @@ from rest_framework import serializers
 from rest_framework.test import APIClient, APIRequestFactory
 
 from incidents import services
+from incidents.api.filters import service_ids_clear
 from incidents.api.keys import api_key_cache_clear, api_key_create
 from incidents.api.serializers import IncidentSerializer
-from incidents.models import Incident
+from incidents.models import Incident, Service
 from tests.incidents.factories import ServiceFactory, UserFactory, declare, drive
 
 pytestmark = pytest.mark.django_db
@@ -63,7 +64,9 @@ def test_the_list_runs_at_most_5_queries_at_any_page_size(world, responder, para
     """A responder's key (permissions and the visibility rule apply), a restricted link on the page."""
     client = client_for(responder)
     counts = {}
-    client.get(LIST)  # the key's first use writes last_used_at (at most once a minute), not counted here
+    # The key's first use writes last_used_at (at most once a minute), and a process's first ?service= looks
+    # its slug up (test_service_slugs_are_read_once_per_process): neither is counted here.
+    client.get(LIST, params)
     for size in (1, 50, 100):
         api_key_cache_clear()  # cold: the key, its user and their permissions are read too
         counts[("cold", size)] = queries(client, LIST, {**params, "page_size": size})
@@ -135,3 +138,78 @@ def test_a_304_is_per_reader(world, responder):
     superuser = UserFactory(username="sue", is_superuser=True)
     tag = client_for(responder).get(LIST, {"page_size": 100})["ETag"]
     assert client_for(superuser).get(LIST, {"page_size": 100}, HTTP_IF_NONE_MATCH=tag).status_code == 200
+
+
+def listed_ids(client, **params):
+    response = client.get(LIST, {**params, "page_size": 100})
+    assert response.status_code == 200, response.content
+    assert response.json()["next"] is None
+    return {row["id"] for row in response.json()["results"]}
+
+
+def test_service_filter_takes_several_slugs_and_keeps_restricted_incidents_hidden(world, responder, sev1):
+    client = client_for(responder)
+    secret = declare("Secret checkout", severity=sev1, services=[ServiceFactory(slug="checkout-eu")])
+    services.incident_restriction_set(incident=secret, restricted=True, actor=None)
+    mine = declare("Mine, restricted", severity=sev1, services=[Service.objects.get(slug="search")])
+    services.incident_restriction_set(incident=mine, restricted=True, actor=None)
+    services.role_assign(incident=mine, role="expert", user=responder, actor=None)
+
+    def expected(*slugs):
+        return {i.pk for i in Incident.objects.visible_to(responder).filter(services__slug__in=slugs)}
+
+    checkout = listed_ids(client, service="checkout")
+    assert checkout == expected("checkout") and len(checkout) == 80
+    assert listed_ids(client, service="search") == expected("search") and mine.pk in expected("search")
+    both = listed_ids(client, service="checkout,search")
+    assert both == listed_ids(client, service=["checkout", "search"]) == expected("checkout", "search")
+    assert listed_ids(client, service="checkout-eu") == set()  # only the restricted one, not this reader's
+    assert listed_ids(client, service="checkout,no-such-service") == checkout
+    assert listed_ids(client, service="no-such-service") == set()
+
+
+def test_an_unknown_service_reads_no_incident(world, responder):
+    """It used to walk every incident looking for a link to a slug that matches none."""
+    client = client_for(responder)
+    client.get(LIST)
+    with CaptureQueriesContext(connection) as captured:
+        assert listed_ids(client, service="no-such-service") == set()
+    assert not any("incidents_incident" in query["sql"] for query in captured.captured_queries), captured
+
+
+def test_service_slugs_are_read_once_per_process_and_forgotten_when_a_service_changes(world, responder):
+    client = client_for(responder)
+    client.get(LIST, {"service": "search"})  # the key's first use and a warm cache
+    service_ids_clear()
+    first = queries(client, LIST, {"service": "checkout"})
+    assert queries(client, LIST, {"service": "checkout"}) == first - 1  # the slug is known now
+    before = listed_ids(client, service="checkout")
+    checkout = Service.objects.get(slug="checkout")
+    checkout.slug = "till"
+    checkout.save()  # this process forgets the slugs at once
+    assert listed_ids(client, service="checkout") == set()
+    assert listed_ids(client, service="till") == before
+
+
+def test_a_filtered_list_builds_only_its_filters_and_the_browsable_form_shows_them_all(world, responder):
+    from incidents.api.filters import IncidentFilterSet
+
+    narrowed = IncidentFilterSet.narrowed_to(["open", "page_size", "service"])
+    assert set(narrowed.base_filters) == {"open", "service"}
+    assert IncidentFilterSet.narrowed_to(["service", "open"]) is narrowed  # built once
+    assert {"commander", "search", "ordering"} <= IncidentFilterSet.base_filters.keys()  # the class is unchanged
+    client = client_for(responder)
+    combined = {"open": "true", "service": "checkout", "severity": "1", "ordering": "-reference"}
+    rows = client.get(LIST, {**combined, "page_size": 100}).json()["results"]
+    expected = (
+        Incident.objects.visible_to(responder)
+        .open()
+        .filter(services__slug="checkout", severity__level=1)
+        .order_by("-number")
+        .values_list("id", flat=True)
+    )
+    assert [row["id"] for row in rows] == list(expected) and rows
+    page = client.get(LIST, {"open": "true"}, HTTP_ACCEPT="text/html")
+    assert page.status_code == 200
+    for name in IncidentFilterSet.base_filters:
+        assert f'name="{name}"' in page.content.decode(), name
