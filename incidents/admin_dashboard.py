@@ -18,6 +18,7 @@ from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
 from . import charts, rollups
 from .dashboard import (
@@ -40,6 +41,37 @@ PERMISSION = "incidents.view_incident"
 MAX_CUSTOM_DAYS = 3660
 
 
+def _attributes(attrs):
+    """attrs.html of django/forms/widgets, in Python."""
+    return format_html_join(
+        "",
+        "{}",
+        (
+            (format_html(' {}="{}"', name, value) if value is not True else format_html(" {}", name),)
+            for name, value in attrs.items()
+            if value is not False
+        ),
+    )
+
+
+class QuickSelect(forms.Select):
+    """forms.Select drawn in Python: the same markup as its templates (select.html, select_option.html), without
+    a template include per option (the service picker has one per service). No option groups."""
+
+    def render(self, name, value, attrs=None, renderer=None):
+        widget = self.get_context(name, value, attrs)["widget"]
+        options = format_html_join(
+            "",
+            '\n  <option value="{}"{}>{}</option>\n',
+            (
+                (str(option["value"]), _attributes(option["attrs"]), option["label"])
+                for _group, group_options, _index in widget["optgroups"]
+                for option in group_options
+            ),
+        )
+        return format_html('<select name="{}"{}>{}\n</select>', widget["name"], _attributes(widget["attrs"]), options)
+
+
 class DashboardFilterForm(forms.Form):
     period = forms.ChoiceField(
         choices=[
@@ -49,14 +81,23 @@ class DashboardFilterForm(forms.Form):
             ("custom", "Custom dates"),
         ],
         required=False,
+        widget=QuickSelect,
     )
     since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
     service = forms.ModelChoiceField(
-        Service.objects.order_by("name"), to_field_name="slug", required=False, empty_label="All services"
+        Service.objects.order_by("name"),
+        to_field_name="slug",
+        required=False,
+        empty_label="All services",
+        widget=QuickSelect,
     )
     severity = forms.ModelChoiceField(
-        Severity.objects.order_by("level"), to_field_name="level", required=False, empty_label="All severities"
+        Severity.objects.order_by("level"),
+        to_field_name="level",
+        required=False,
+        empty_label="All severities",
+        widget=QuickSelect,
     )
 
     def clean(self):
@@ -82,6 +123,14 @@ class DashboardFilterForm(forms.Form):
             return Scope.between(data["since"], data["until"], service=service, severity=severity, now=now)
         days = PERIOD_DAYS[data.get("period") or DEFAULT_PERIOD]
         return Scope.last(days, service=service, severity=severity, now=now)
+
+
+def _with_choices(form, severities):
+    """Give the form's service and severity pickers their options as lists (the severities already read), so
+    that drawing them runs one plain query instead of a server-side cursor each; the same options."""
+    for name, objects in (("service", Service.objects.order_by("name")), ("severity", severities)):
+        field = form.fields[name]
+        field.choices = [("", field.empty_label), *((getattr(o, field.to_field_name), str(o)) for o in objects)]
 
 
 def _check_permission(request):
@@ -356,6 +405,7 @@ def dashboard_view(request):
         read=data["read"],
     )
     before = scope.previous()
+    read = data["read"]
     previous = rollups.metrics_read(  # means, counts and rates are what the change compares
         user=request.user,
         since=before.since,
@@ -363,6 +413,7 @@ def dashboard_view(request):
         service=scope.service,
         severity=scope.severity,
         percentiles=False,
+        selection=None if read is None else read._selection.for_period(before.since, before.until),
     )
     changes = period_change(results, previous)
     summary, missing = summary_lines(results, changes, scope)
@@ -370,10 +421,12 @@ def dashboard_view(request):
     rank_links = {column: "?" + urlencode({**base, "rank": column}) for column in HOT_SPOT_COLUMNS}
     for row in data["hot_spots"]:
         row["export"] = export_url(scope, f"service:{row['slug']}")
+    shown_form = form if form.is_bound else DashboardFilterForm(initial={"period": DEFAULT_PERIOD})
+    _with_choices(shown_form, data["severities"])
     context = {
         **admin.site.each_context(request),
         "title": "Reliability dashboard",
-        "form": form if form.is_bound else DashboardFilterForm(initial={"period": DEFAULT_PERIOD}),
+        "form": shown_form,
         "scope": scope,
         "period_since": timezone.localtime(scope.since),
         "period_until": timezone.localtime(scope.until - timedelta(microseconds=1)),

@@ -214,7 +214,9 @@ class RollupSeries:
         return counts
 
     def services_impact(self, only):
-        return metrics.services_impact_from(self.read.services(), self.incidents, self.scope.now, only=only)
+        return metrics.services_impact_from(
+            self.read.services(), self.incidents, self.scope.now, only=only, reports=self.read._selection.reports()
+        )
 
 
 def action_item_series(*, user, scope):
@@ -291,12 +293,14 @@ def hot_spots(impact, overdue, order="incidents"):
 
 def dashboard_series(*, user, scope, severities):
     """The series' source: the daily roll-up when it can answer, else the incidents."""
-    incidents = dashboard_incidents(user=user, scope=scope)
     selection = rollups.selection_for(
         user=user, since=scope.since, until=scope.until, service=scope.service, severity=scope.severity
     )
     if selection is None:
+        incidents = dashboard_incidents(user=user, scope=scope)
         return LiveSeries(incidents, scope), incidents
+    selection.severity_list = severities  # read once a request (metrics_read uses it too)
+    incidents = selection.incidents()  # the same incidents as dashboard_incidents', built once
     return RollupSeries(rollups.Read(selection), incidents, scope, severities), incidents
 
 

@@ -544,8 +544,9 @@ def severity_distribution(incidents):
     )
 
 
-def severity_distribution_from_counts(counts):
-    """{"items", "total"} from {severity id: incidents}."""
+def severity_distribution_from_counts(counts, severities=None):
+    """{"items", "total"} from {severity id: incidents}; `severities`: every Severity in level order, when the
+    caller has them."""
     total = sum(counts.values())
     items = [
         {
@@ -555,7 +556,7 @@ def severity_distribution_from_counts(counts):
             "count": counts.get(severity.pk, 0),
             "share": _round(counts.get(severity.pk, 0) / total, 4) if total else None,
         }
-        for severity in Severity.objects.order_by("level")
+        for severity in (Severity.objects.order_by("level") if severities is None else severities)
     ]
     return {"items": items, "total": total}
 
@@ -594,9 +595,11 @@ def services_impact(incidents, only=None):
     return _services_ranked(found, reports)
 
 
-def services_impact_from(per_service, incidents, now, only=None):
+def services_impact_from(per_service, incidents, now, only=None, reports=None):
     """services_impact from the daily roll-up's per-service sums (incidents.rollups.Read.services, which
-    already keeps to the service filter); an open incident's impact counts up to `now`."""
+    already keeps to the service filter); an open incident's impact counts up to `now`. `reports`: these
+    incidents' customer reports when the caller has them (incidents.rollups.Selection.reports, read from
+    the reports' side), else found through `incidents`."""
     now_us = (now - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     found = {
         service_id: (n, (ended_us + open_n * now_us - open_starts_us) / 1e6)
@@ -606,12 +609,9 @@ def services_impact_from(per_service, incidents, now, only=None):
     if only:
         wanted = set(Service.objects.filter(slug__in=only).values_list("pk", flat=True))
         found = {pk: v for pk, v in found.items() if pk in wanted}
-    reports = dict(
-        CustomerReport.objects.filter(incident__in=incidents.values("pk"))
-        .values_list("incident__services")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
+    if reports is None:
+        reports = CustomerReport.objects.filter(incident__in=incidents.values("pk"))
+    reports = dict(reports.values_list("incident__services").annotate(n=Count("id")).order_by())
     return _services_ranked(found, reports)
 
 

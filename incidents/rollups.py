@@ -21,13 +21,15 @@ computed from the incidents instead. See docs/metrics.md, "How the figures are c
 import math
 import zlib
 from array import array
+from bisect import bisect_right
 from collections import defaultdict
 from datetime import UTC, datetime, time, timedelta
 from functools import reduce
+from itertools import accumulate
 from operator import or_
 
 from django.db import connection, transaction
-from django.db.models import Exists, Min, OuterRef, Q
+from django.db.models import BinaryField, Case, Exists, F, JSONField, Min, OuterRef, Q, Sum, Value, When
 from django.utils import timezone
 
 from . import metrics
@@ -103,21 +105,22 @@ def utc_day(value):
 # ---- accumulating incidents ------------------------------------------------------------------------
 
 
+# The sums a roll-up row and a Totals share (columns of MetricsRollup, attributes of Totals).
+SUM_FIELDS = (
+    "incidents",
+    "recurrences",
+    "reopened",
+    "detected_by_alert",
+    "impact_ended_us",
+    "impact_open",
+    "impact_open_start_us",
+)
+
+
 class Totals:
     """Sums over a set of incidents; added together from roll-up rows and from incidents read live."""
 
-    __slots__ = (
-        "incidents",
-        "recurrences",
-        "reopened",
-        "detected_by_alert",
-        "impact_ended_us",
-        "impact_open",
-        "impact_open_start_us",
-        "counts",
-        "sums",
-        "histograms",
-    )
+    __slots__ = (*SUM_FIELDS, "counts", "sums", "histograms", "rows_packed")
 
     def __init__(self):
         self.incidents = self.recurrences = self.reopened = self.detected_by_alert = 0
@@ -125,6 +128,7 @@ class Totals:
         self.counts = dict.fromkeys(DURATION_KEYS, 0)
         self.sums = dict.fromkeys(DURATION_KEYS, 0)
         self.histograms = {key: None for key in DURATION_KEYS}  # array('I') or a packed int (see add_row)
+        self.rows_packed = 0  # the roll-up rows' histograms, every duration's block in one int (see add_row)
 
     def add_incident(self, row):
         self.incidents += 1
@@ -162,22 +166,22 @@ class Totals:
         """Add a MetricsRollup (or another Totals). Histograms are added as packed integers: one big-int
         addition adds every bucket at once (32 bits a bucket never carry: counts stay far below 2**32).
         histograms=False: counts and sums only (no medians wanted)."""
-        for name in ("incidents", "recurrences", "reopened", "detected_by_alert", "impact_ended_us", "impact_open"):
+        for name in SUM_FIELDS:
             setattr(self, name, getattr(self, name) + getattr(row, name))
-        self.impact_open_start_us += row.impact_open_start_us
         if isinstance(row, Totals):
             for key in DURATION_KEYS:
                 self.counts[key] += row.counts[key]
                 self.sums[key] += row.sums[key]
             blocks = zlib.decompress(row.packed_histograms())
         else:
-            for key, (count, total) in row.durations.items():
+            durations = row.duration_sums if hasattr(row, "duration_sums") else row.durations
+            for key, (count, total) in durations.items():
                 if key in self.counts:
                     self.counts[key] += count
                     self.sums[key] += total
-            if not histograms:
-                return
-            blocks = zlib.decompress(bytes(row.histograms))
+            if histograms:
+                self.rows_packed += _row_packed(bytes(row.packed if hasattr(row, "packed") else row.histograms))
+            return
         width = 4 * BUCKETS
         for i, key in enumerate(DURATION_KEYS):
             block = blocks[i * width : (i + 1) * width]
@@ -190,11 +194,50 @@ class Totals:
     def histogram(self, key):
         """The bucket counts of a duration, as an array."""
         value = self.histograms[key]
+        if self.rows_packed:
+            from_rows = (self.rows_packed >> (DURATION_KEYS.index(key) * 32 * BUCKETS)) & BLOCK_MASK
+            if from_rows:
+                value = from_rows if value is None else _as_int(value) + from_rows
         if value is None:
             return array("I", ZERO_BLOCK)
         if isinstance(value, array):
             return value
         return array("I", value.to_bytes(4 * BUCKETS, "little"))
+
+
+BLOCK_MASK = (1 << (32 * BUCKETS)) - 1
+_unpacked = {}  # a row's compressed histograms -> the same as one int (see _row_packed)
+UNPACKED_KEPT = 512  # rows: a year of days, restricted apart, or the last 90 days for a few filters
+
+
+def _row_packed(blob):
+    """A roll-up row's histograms (every duration's block, in DURATION_KEYS order) as one little-endian int:
+    adding two adds every bucket of every duration at once (32 bits a bucket never carry). Memoized by the
+    compressed bytes themselves, so an answer can never be stale: a recomputed day writes new bytes; the
+    days of a period already read are not decompressed again (emptied when it holds UNPACKED_KEPT rows)."""
+    if not blob:
+        return 0
+    packed = _unpacked.get(blob)
+    if packed is None:
+        if len(_unpacked) >= UNPACKED_KEPT:
+            _unpacked.clear()
+        packed = _unpacked[blob] = int.from_bytes(zlib.decompress(blob), "little")
+    return packed
+
+
+_summed = {}  # the compressed histograms of a set of rows -> the sum of their _row_packed
+SUMS_KEPT = 64
+
+
+def _rows_packed(blobs):
+    """The sum of _row_packed over these rows' compressed histograms, memoized by the bytes themselves (the
+    same period read again adds nothing; a day recomputed since makes another key)."""
+    total = _summed.get(blobs)
+    if total is None:
+        if len(_summed) >= SUMS_KEPT:
+            _summed.clear()
+        total = _summed[blobs] = sum(_row_packed(blob) for blob in blobs)
+    return total
 
 
 def _as_int(histogram):
@@ -438,20 +481,51 @@ def _full_days(since, until):
 class Selection:
     """Which roll-up rows and which incidents (read live) make up one metrics request."""
 
-    def __init__(self, *, user, since, until, service_ids, severity_ids):
+    def __init__(self, *, user, since, until, service_ids, severity_ids, service_slugs=(), severity_levels=()):
         self.user, self.since, self.until = user, since, until
         self.service_ids, self.severity_ids = service_ids, severity_ids
+        self.service_slugs, self.severity_levels = list(service_slugs), list(severity_levels)
         self.sees_all = not _needs_live_restricted(user)
         self.first_day, self.end_day = _full_days(since, until)
+        self._own = {}  # the incidents this person holds a role in or is a member of, read once (see own_incidents)
+        self._incidents = self._reports = None
+        self.severity_list = None  # every Severity in level order, when the caller has read them
+
+    def for_period(self, since, until):
+        """The same person and filters over another period (e.g. the period before, for the change)."""
+        other = Selection(
+            user=self.user,
+            since=since,
+            until=until,
+            service_ids=self.service_ids,
+            severity_ids=self.severity_ids,
+            service_slugs=self.service_slugs,
+            severity_levels=self.severity_levels,
+        )
+        other._own, other.severity_list = self._own, self.severity_list
+        return other
+
+    def own_incidents(self):
+        """Ids of the incidents this person holds (or held) a role in or is a member of: two index-only reads
+        by person (a few rows), not a join that the planner may answer by scanning every restricted incident.
+        Shared by the selections of one request (for_period)."""
+        if "ids" not in self._own:
+            roles = RoleAssignment.objects.filter(user=self.user).order_by().values_list("incident_id", flat=True)
+            memberships = IncidentMember.objects.filter(user=self.user).order_by().values_list("incident_id", flat=True)
+            self._own["ids"] = set(roles.union(memberships))
+        return self._own["ids"]
 
     def rows(self):
         return self.rows_by()
 
-    def rows_by(self, *, severity=False, service=False):
+    def rows_by(self, *, severity=False, service=False, severity_and_total=False):
         """The rows for the filters: one per day (all severities and services), or one per day and
-        severity (severity=True), or per day and service (service=True)."""
+        severity (severity=True), or per day and service (service=True); severity_and_total=True: both the
+        rows of rows() and those of rows_by(severity=True) at once (severity_id 0: the totals)."""
         rows = MetricsRollup.objects.all()
-        if severity and not self.severity_ids:
+        if severity_and_total and not self.severity_ids:
+            pass  # every severity row, and the all-severities one
+        elif severity and not self.severity_ids:
             rows = rows.exclude(severity_id=0)
         else:
             rows = rows.filter(severity_id__in=self.severity_ids or [0])
@@ -468,18 +542,26 @@ class Selection:
         return rows
 
     def incidents(self):
-        """Every in-scope incident (for what is read from the incidents: customer reports, action items)."""
-        return metrics.incidents_for_metrics(
-            user=self.user,
-            since=self.since,
-            until=self.until,
-            service=self.service_slugs,
-            severity=self.severity_levels,
-        )
+        """Every in-scope incident (for what is read from the incidents: customer reports, action items).
+        Built once per selection (a queryset: each use runs its own query)."""
+        if self._incidents is None:
+            self._incidents = metrics.incidents_for_metrics(
+                user=self.user,
+                since=self.since,
+                until=self.until,
+                service=self.service_slugs,
+                severity=self.severity_levels,
+            )
+        return self._incidents
 
     def reports(self):
         """The in-scope incidents' customer reports, read from the reports' side (a join per report,
-        not a pass over every incident of the period)."""
+        not a pass over every incident of the period). Built once per selection (a queryset)."""
+        if self._reports is None:
+            self._reports = self._reports_of_scope()
+        return self._reports
+
+    def _reports_of_scope(self):
         reports = CustomerReport.objects.filter(incident__isnull=False, incident__duplicate_of__isnull=True).exclude(
             incident__status=Incident.Status.DISMISSED
         )
@@ -498,8 +580,7 @@ class Selection:
 
     def live_incidents(self):
         """Incidents not in the rows read: the partial days at the edges, and the restricted incidents
-        this person may see (when they may not see them all)."""
-        base = self.incidents()
+        this person may see (when they may not see them all). None when there are none to read."""
         edges = Q()
         if self.first_day is not None and self.since is not None and _day_start(self.first_day) > self.since:
             edges |= Q(detected_at__lt=_day_start(self.first_day))
@@ -511,16 +592,10 @@ class Selection:
         if not self.sees_all:
             # Restricted incidents this person may see, found from their own roles and memberships (a few),
             # not by checking every restricted incident of the period.
-            ids = set()
-            for model in (RoleAssignment, IncidentMember):
-                ids |= set(
-                    model.objects.filter(user=self.user, incident__is_restricted=True).values_list(
-                        "incident_id", flat=True
-                    )
-                )
+            ids = self.own_incidents()
             if ids:
-                condition |= Q(pk__in=ids)
-        return base.filter(condition) if condition else base.none()
+                condition |= Q(pk__in=ids, is_restricted=True)
+        return self.incidents().filter(condition) if condition else None
 
 
 def _needs_live_restricted(user):
@@ -538,54 +613,93 @@ def selection_for(*, user, since=None, until=None, service=None, severity=None):
     severity_ids = list(Severity.objects.filter(level__in=levels).values_list("pk", flat=True)) if levels else []
     if (slugs and not service_ids) or (levels and not severity_ids):
         return None
-    selection = Selection(user=user, since=since, until=until, service_ids=service_ids, severity_ids=severity_ids)
-    selection.service_slugs, selection.severity_levels = slugs, levels
-    return selection
+    return Selection(
+        user=user,
+        since=since,
+        until=until,
+        service_ids=service_ids,
+        severity_ids=severity_ids,
+        service_slugs=slugs,
+        severity_levels=levels,
+    )
+
+
+SERVICE_SUMS = ("incidents", "impact_ended_us", "impact_open", "impact_open_start_us")
+TREND_KEYS = ("mtta", "mttr")  # the durations the dashboard draws week by week
 
 
 class Read:
-    """What one request reads: the totals, counts and duration sums per day and severity, per service."""
+    """What one request reads: the totals, counts per day and severity, the weekly trends' duration sums,
+    per service. Rows are read as tuples (no model instances); the per-service sums are added up by the
+    database (one row a service, whatever the length of the period)."""
 
     def __init__(self, selection, histograms=True):
         self.histograms = histograms
         self.total = Totals()
         self.per_day = defaultdict(int)  # day -> incidents
         self.per_day_severity = defaultdict(int)  # (day, severity id) -> incidents
-        self.per_day_duration = defaultdict(lambda: [0, 0])  # (day, key) -> [count, sum µs]
-        self.per_service = defaultdict(lambda: [0, 0, 0, 0])  # id -> [incidents, ended µs, open, open starts]
-        rows = selection.rows() if histograms else selection.rows().defer("histograms")
-        for row in rows:  # a few hundred rows a year: fetched at once
-            self.total.add_row(row, histograms)
-            self.per_day[row.day] += row.incidents
-            for key, (count, total) in row.durations.items():
-                cell = self.per_day_duration[(row.day, key)]
-                cell[0] += count
-                cell[1] += total
-        by_severity = selection.rows_by(severity=True).values_list("day", "severity_id", "incidents")
-        for day, severity_id, n in by_severity:
-            self.per_day_severity[(day, severity_id)] += n
-        self.live, services = _incident_rows(selection.live_incidents())
+        self.per_day_duration = {}  # (day, "mtta" or "mttr") -> [count, sum µs]
+        self.per_service = None  # id -> [incidents, ended µs, open, open starts], read by services()
+        # One query for the totals (severity 0, or the severity filtered on) and the rows per severity; only
+        # the totals' histograms are fetched.
+        rows = selection.rows_by(severity_and_total=True)
+        filtered = bool(selection.severity_ids)  # then every row is both a total and a severity's row
+
+        def of_totals(field, empty, output_field):  # a column only the totals need: left empty in the others
+            if filtered:
+                return F(field)
+            return Case(When(severity_id=0, then=F(field)), default=Value(empty), output_field=output_field)
+
+        rows = rows.annotate(duration_sums=of_totals("durations", None, JSONField()))
+        if histograms:
+            rows = rows.annotate(packed=of_totals("histograms", b"", BinaryField()))
+        columns = ("day", "severity_id", *SUM_FIELDS, "duration_sums", *(("packed",) if histograms else ()))
+        per_day, per_day_duration, per_day_severity = self.per_day, self.per_day_duration, self.per_day_severity
+        blobs = []
+        for row in rows.values_list(*columns, named=True):  # a few hundred rows a year
+            if row.severity_id or filtered:
+                per_day_severity[(row.day, row.severity_id)] += row.incidents
+            if row.severity_id and not filtered:
+                continue
+            self.total.add_row(row, histograms=False)
+            if histograms:
+                blobs.append(bytes(row.packed))
+            per_day[row.day] += row.incidents
+            for key in TREND_KEYS:
+                found = row.duration_sums.get(key)
+                if found:
+                    cell = per_day_duration.setdefault((row.day, key), [0, 0])
+                    cell[0] += found[0]
+                    cell[1] += found[1]
+        self.total.rows_packed += _rows_packed(tuple(blobs))
+        live = selection.live_incidents()
+        self.live, services = _incident_rows(live) if live is not None else ([], {})
         for row in self.live:
             self.total.add_incident(row)
             day = utc_day(row["detected_at"])
             self.per_day[day] += 1
             self.per_day_severity[(day, row["severity_id"])] += 1
             for d in metrics.DURATIONS:
-                if d.key in ("mtta", "mttr") and row[d.start] and row[d.end]:
-                    cell = self.per_day_duration[(day, d.key)]
+                if d.key in TREND_KEYS and row[d.start] and row[d.end]:
+                    cell = self.per_day_duration.setdefault((day, d.key), [0, 0])
                     cell[0] += 1
                     cell[1] += (row[d.end] - row[d.start]) // MICRO
         self._selection, self._live_services = selection, services
 
     def services(self):
         """{service id: [incidents, impact ended µs, impact open, sum of open starts µs]} (rows, then live)."""
-        rows = self._selection.rows_by(service=True).values_list(
-            "service_id", "incidents", "impact_ended_us", "impact_open", "impact_open_start_us"
+        if self.per_service is not None:
+            return self.per_service
+        self.per_service = defaultdict(lambda: [0, 0, 0, 0])
+        rows = (
+            self._selection.rows_by(service=True)
+            .order_by()
+            .values("service_id")
+            .annotate(**{f"sum_{name}": Sum(name) for name in SERVICE_SUMS})
+            .values_list("service_id", *(f"sum_{name}" for name in SERVICE_SUMS))
         )
         for service_id, *values in rows:
-            cell = self.per_service[service_id]
-            for i, value in enumerate(values):
-                cell[i] += value
+            self.per_service[service_id] = [int(value or 0) for value in values]
         wanted = set(self._selection.service_ids)
         for row in self.live:
             start = row["started_at"] or row["detected_at"]
@@ -603,26 +717,30 @@ class Read:
         return self.per_service
 
 
-def percentile(histogram, count, fraction):
+def percentile(histogram, count, fraction, cumulative=None):
     """(value, rank error bound) of the continuous percentile, from bucket counts.
 
-    The value at rank fraction*(count-1) lies in the bucket found; the answer is interpolated inside it
-    (geometrically), so its rank is off by at most the bucket's count: the bound returned, as a share.
+    The value at rank fraction*(count-1) lies in the bucket found (the first whose running total passes
+    the rank); the answer is interpolated inside it (geometrically), so its rank is off by at most the
+    bucket's count: the bound returned, as a share. `cumulative`: the running totals of `histogram`
+    (itertools.accumulate), when several percentiles of one histogram are wanted.
     """
     if not count:
         return None, 0.0
     rank = fraction * (count - 1)
-    seen = 0
-    for bucket, n in enumerate(histogram):
-        if n and seen + n > rank:
-            if bucket == 0:
-                return 0.0, 0.0  # exactly zero: no error
-            low, high = bucket_bounds(bucket)
-            position = (rank - seen + 0.5) / n
-            value = low * (high / low) ** position if low > 0 else high * position
-            return value, n / count
-        seen += n
-    return None, 1.0
+    if cumulative is None:
+        cumulative = list(accumulate(histogram))
+    bucket = bisect_right(cumulative, rank)
+    if bucket == len(cumulative):
+        return None, 1.0
+    if bucket == 0:
+        return 0.0, 0.0  # exactly zero: no error
+    n = histogram[bucket]
+    seen = cumulative[bucket] - n
+    low, high = bucket_bounds(bucket)
+    position = (rank - seen + 0.5) / n
+    value = low * (high / low) ** position if low > 0 else high * position
+    return value, n / count
 
 
 def _stats_from(total, selection, percentiles=True):
@@ -640,8 +758,9 @@ def _stats_from(total, selection, percentiles=True):
         median = p90 = None
         if count and percentiles:
             histogram = total.histogram(d.key)
-            median, median_error = percentile(histogram, count, 0.5)
-            p90, p90_error = percentile(histogram, count, 0.9)
+            cumulative = list(accumulate(histogram))
+            median, median_error = percentile(histogram, count, 0.5, cumulative)
+            p90, p90_error = percentile(histogram, count, 0.9, cumulative)
             if max(median_error, p90_error) > MAX_RANK_ERROR:
                 exact.append(d)
         stats[d.key] = {
@@ -659,14 +778,20 @@ def _stats_from(total, selection, percentiles=True):
     return stats
 
 
-def metrics_read(*, user, since=None, until=None, service=None, severity=None, read=None, percentiles=True):
+def metrics_read(
+    *, user, since=None, until=None, service=None, severity=None, read=None, percentiles=True, selection=None
+):
     """metrics.metrics_compute's result, from the daily roll-up when it can answer (it is built and at
     most one service is asked for), else computed from the incidents. `read`: a Read of the same
-    selection already made in this request (the dashboard's), not read again."""
+    selection already made in this request (the dashboard's), not read again; `selection`: the
+    Selection of these arguments when the caller has it (Selection.for_period), not looked up again."""
     metrics.period_buckets("week", since, until)  # refuse a bad period first
     if since is not None and until is not None and since >= until:
         raise metrics.MetricsError("The period's start must be before its end.")
-    selection = selection_for(user=user, since=since, until=until, service=service, severity=severity)
+    if read is not None:
+        selection = read._selection
+    if selection is None:
+        selection = selection_for(user=user, since=since, until=until, service=service, severity=severity)
     if selection is None:
         return metrics.metrics_compute(user=user, since=since, until=until, service=service, severity=severity)
     read = read or Read(selection, histograms=percentiles)
@@ -684,6 +809,6 @@ def metrics_read(*, user, since=None, until=None, service=None, severity=None, r
         selection.incidents(),
         _stats_from(read.total, selection, percentiles=read.histograms),
         frequencies=frequencies,
-        severities=metrics.severity_distribution_from_counts(dict(severities)),
+        severities=metrics.severity_distribution_from_counts(dict(severities), selection.severity_list),
         reports=selection.reports(),
     )

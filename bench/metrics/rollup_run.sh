@@ -4,11 +4,14 @@
 #
 #   bench/metrics/rollup_run.sh        # DATABASES="incidents_bench incidents_bench_2m" by default
 #
-# For each database: `manage.py metrics_rollup_rebuild` when the roll-up is not built yet (the generator
-# writes incidents with COPY, past the services), gunicorn (2 sync workers, bench.settings: the product
+# For each database: `manage.py metrics_rollup_rebuild` when the roll-up is not built or does not hold every
+# incident (the generator writes incidents with COPY, past the services, into a database migrated empty, which
+# migration 0014 marks built), then ANALYZE of the roll-up table; gunicorn (2 sync workers, bench.settings: the product
 # plus /bench/baseline-drf/) on 127.0.0.1:$BENCH_PORT (18710), then bench/metrics/rollup_measure.py.
 # Finally the docs section is rendered from both results (bench/results/rollups-*.json).
 # Make the 2,000,000 one with: DATABASE_URL=…/incidents_bench_2m .venv/bin/python bench/generate.py --incidents 2000000
+# Only the 200,000 one: DATABASES=incidents_bench BENCH_LABELS=200k bench/metrics/rollup_run.sh. The docs section
+# shows this run's data sets only: earlier results are removed first (BENCH_KEEP_RESULTS=1 keeps them).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -20,14 +23,25 @@ source "$ROOT/bench/common.sh"
 export API_THROTTLE_RATE="${API_THROTTLE_RATE:-100000000/min}"
 BENCH_PORT="${BENCH_PORT:-18710}"
 read -r -a LABELS <<< "${BENCH_LABELS:-200k 2m}"
+[ -n "${BENCH_KEEP_RESULTS:-}" ] || rm -f "$RESULTS"/rollups-200k.json "$RESULTS"/rollups-2m.json
 i=0
 for DB in ${DATABASES:-incidents_bench incidents_bench_2m}; do
   label="${LABELS[$i]}"; i=$((i + 1))
   DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
   bench_environment "$DB" bench.settings WARNING
+  # Rebuilt when not built, or when it does not hold every incident: bench/generate.py migrates an empty
+  # database (migration 0014 then marks the roll-up built) and COPYs the incidents in past the services.
   "$PY" -c "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'bench.settings'); django.setup()
-from incidents.rollups import rollup_built; raise SystemExit(0 if rollup_built() else 1)" \
-    || "$PY" manage.py metrics_rollup_rebuild
+from django.db.models import Sum
+from incidents.models import Incident
+from incidents.rollups import MetricsRollup, rollup_built
+counted = Incident.objects.exclude(status='dismissed').filter(duplicate_of__isnull=True).count()
+rolled = MetricsRollup.objects.filter(severity_id=0, service_id=0).aggregate(n=Sum('incidents'))['n'] or 0
+print(f'roll-up: {rolled:,} of {counted:,} incidents')
+raise SystemExit(0 if rollup_built() and rolled == counted else 1)" \
+    || { "$PY" manage.py metrics_rollup_rebuild && "$PY" -c "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'bench.settings'); django.setup()
+from django.db import connection
+connection.cursor().execute('ANALYZE incidents_metricsrollup')  # fresh statistics for the planner"; }
   "$PY" manage.py collectstatic --noinput -v0
   start_gunicorn "$BENCH_PORT" "gunicorn-rollups-$label"
   "$PY" bench/metrics/rollup_measure.py --base-url "http://127.0.0.1:$PORT" --label "$label" \

@@ -386,3 +386,33 @@ def test_charts_escape_text_and_refuse_odd_colours():
     assert tree.find(f"{SVG}title").text == "<script>alert(1)</script>"
     assert marks(tree, "bar")[0].get("fill") == charts.FALLBACK
     assert charts.nice_ticks(17) == [0, 5, 10, 15, 20]
+
+
+# Queries of one page view (a Viewer, the roll-up built): the session and the user (2), their permissions (2),
+# the roll-up's state (1), the severities (1), the roll-up rows of the period (totals and severities: 1; per
+# service: 1), the person's own incidents (1), the service names (1), customer reports (per service, then in
+# all: 2), the action items (3) and contributing factors (1), the period before (roll-up rows, reports, action
+# items: 3), the service picker (1).
+PAGE_QUERY_BUDGET = 20
+# Someone who may see a restricted incident (not counted in the roll-up rows they read): it is read from the
+# incidents, with its services, for the period and the period before.
+LIVE_READ_QUERIES = 3
+
+
+def test_page_queries_stay_within_budget_whatever_the_period_length(client, data, monkeypatch):
+    from incidents import rollups
+
+    assert rollups.rollup_built(), "the figures come from the daily roll-up"
+    # Medians from the roll-up's histograms whatever their rank error: with three incidents they would
+    # otherwise be computed exactly from the incidents (one query on PostgreSQL, one per figure on SQLite).
+    monkeypatch.setattr(rollups, "MAX_RANK_ERROR", 1.0)
+    client.force_login(data.viewer)
+    _queries(client, URL, PERIOD)  # the first view of the process also fills Django's own caches
+    two_weeks = _queries(client, URL, PERIOD)
+    a_year = _queries(client, URL, {"period": "custom", "since": "2025-02-01", "until": "2026-01-31"})
+    ninety_days = _queries(client, URL, {"period": "custom", "since": "2025-10-20", "until": "2026-01-17"})
+    # A query per day, week or incident would make a year cost more than two weeks.
+    assert two_weeks == ninety_days == a_year, (two_weeks, ninety_days, a_year)
+    assert two_weeks <= PAGE_QUERY_BUDGET, two_weeks
+    client.force_login(data.insider)  # sees the restricted incident E: read from the incidents
+    assert _queries(client, URL, PERIOD) <= PAGE_QUERY_BUDGET + LIVE_READ_QUERIES

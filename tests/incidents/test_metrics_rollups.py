@@ -198,3 +198,25 @@ def test_medians_from_the_histograms_are_within_one_percent_of_rank(boss):  # no
         assert abs(rank - fraction) <= 0.01, (name, value, rank)
     assert read["mtta"]["mean"] == round(sum(values) / len(values), 3)
     assert read["mtta"]["count"] == 3000
+
+
+def test_a_change_is_in_the_next_read_although_days_already_read_are_memoized(dataset, boss, monkeypatch):  # noqa: F811
+    # A read keeps the decoded histograms of the days it read (rollups._row_packed, _rows_packed), keyed by
+    # their stored bytes: a day recomputed after a change must be read anew, never the earlier sums.
+    monkeypatch.setattr(rollups, "MAX_RANK_ERROR", 1.0)  # medians from the histograms, never from the incidents
+    rollups.rollup_rebuild()
+    period = {"since": SINCE, "until": UNTIL}
+    first = rollups.metrics_read(user=boss, **period)
+    late = dataset["a"].detected_at + timedelta(hours=30)
+    unacknowledged = next(
+        incident
+        for incident in Incident.objects.filter(detected_at__gte=SINCE, detected_at__lt=UNTIL, acknowledged_at=None)
+        if incident.status not in ("dismissed",) and incident.duplicate_of_id is None
+    )
+    services.incident_acknowledge(incident=unacknowledged, actor=boss, at=max(late, unacknowledged.detected_at))
+    second = rollups.metrics_read(user=boss, **period)
+    assert second["mtta"]["count"] == first["mtta"]["count"] + 1
+    rollups._summed.clear()
+    rollups._unpacked.clear()
+    assert second == rollups.metrics_read(user=boss, **period), "the same as read with nothing memoized"
+    assert second["mtta"]["median"] != first["mtta"]["median"]
