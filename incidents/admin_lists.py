@@ -14,7 +14,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import PAGE_VAR, ChangeList
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -121,6 +121,9 @@ LIST_ROW_FIELDS = (
 )
 
 
+PK_PLACEHOLDER = "0pk0"
+
+
 class IncidentChangeList(ChangeList):
     """The rows of a page read only the columns shown, and their services' names in one query (a
     prefetch builds a manager and a queryset per row); rows link to the incident page (also from the
@@ -140,8 +143,11 @@ class IncidentChangeList(ChangeList):
         links = Incident.services.through.objects.filter(incident_id__in=[row.pk for row in rows])
         for incident_id, name in links.order_by("service__name").values_list("incident_id", "service__name"):
             names[incident_id].append(name)
+        # The commander column links to this list, with its other filters kept, narrowed to that person.
+        commander_query = self.get_query_string({"commander": PK_PLACEHOLDER}, [PAGE_VAR])
         for row in rows:
             row.service_names = names[row.pk]
+            row.commander_query = commander_query
         self.result_list = rows
 
     def url_for_result(self, result):
@@ -172,7 +178,10 @@ class LargeListMixin:
         if incident.commander_id is None:
             return "—"
         name = escape(incident.commander.get_username())
-        return mark_safe(f'<a href="?commander={incident.commander_id}" title="Only incidents {name} commands">{name}</a>')
+        href = escape(incident.commander_query.replace(PK_PLACEHOLDER, str(incident.commander_id)))
+        return mark_safe(
+            f'<a href="{href}" title="Only incidents {name} commands" style="white-space:nowrap">{name}</a>'
+        )
 
     def action_checkbox(self, obj):
         # Django renders a form widget template per row (about 1 ms each); the same markup directly.
