@@ -592,11 +592,13 @@ def main():
         )
         restricted, members = mark_restricted(cursor, args.restricted_share)
         print(f"  {restricted:,} incidents restricted, {members:,} explicit members", flush=True)
+        rollup_forget()
     print("  vacuum analyze ...", flush=True)
     with connection.cursor() as cursor:
         for table in (*tables.big, tables.member):
             cursor.execute(f"VACUUM (ANALYZE) {table}")
     verify(connection, tables)
+    rollup_rebuild_logged(connection)
     elapsed = time.monotonic() - started
     summary = ", ".join(f"{copied[t]:,} {t}" for t in tables.big)
     print(f"done in {elapsed:.0f} s: {summary}")
@@ -672,14 +674,18 @@ def mark_restricted(cursor, share):
 
 
 def mark_restricted_only(connection, share):
-    """--mark-restricted: on the incidents already there, in place, then ANALYZE."""
+    """--mark-restricted: on the incidents already there, in place, then ANALYZE and the roll-ups rebuilt."""
+    from django.db import transaction
+
     from incidents.models import Incident, IncidentMember
 
     started = time.monotonic()
     if not Incident.objects.exists():
         sys.exit("bench/generate.py: no incidents to mark; generate them first.")
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
         restricted, members = mark_restricted(cursor, share)
+        rollup_forget()
+    with connection.cursor() as cursor:
         for table in (Incident._meta.db_table, IncidentMember._meta.db_table):
             cursor.execute(f"ANALYZE {table}")
     total = Incident.objects.count()
@@ -687,6 +693,36 @@ def mark_restricted_only(connection, share):
         f"marked {restricted:,} of {total:,} incidents restricted ({restricted / total:.2%}), {members:,} explicit "
         f"members, analysed, in {time.monotonic() - started:.1f} s"
     )
+    rollup_rebuild_logged(connection)
+
+
+def rollup_forget():
+    """In the load's transaction: the metric roll-ups (issue 14) no longer hold these incidents, which were
+    written past the services, so drop them and the mark that they are built; until the rebuild below
+    commits, the metrics are computed from the incidents directly (never from a stale roll-up)."""
+    from incidents.rollup_models import MetricsRollup, MetricsRollupDay, MetricsRollupState
+    from incidents.rollups import rollup_tables_exist
+
+    if rollup_tables_exist():
+        MetricsRollupState.objects.all().delete()
+        MetricsRollup.objects.all().delete()
+        MetricsRollupDay.objects.all().delete()
+
+
+def rollup_rebuild_logged(connection):
+    """Roll every day up again from the incidents just written (manage.py metrics_rollup_rebuild), then
+    ANALYZE the roll-up table, so the database leaves here with the roll-up built and consistent."""
+    from incidents.rollup_models import MetricsRollup
+    from incidents.rollups import rollup_rebuild, rollup_tables_exist
+
+    if not rollup_tables_exist():
+        return
+    started = time.monotonic()
+    print("  metric roll-ups ...", flush=True)
+    rollup_rebuild()
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {MetricsRollup._meta.db_table}")
+    print(f"  metric roll-ups rebuilt in {time.monotonic() - started:.0f} s", flush=True)
 
 
 def drop_secondary_indexes(cursor, tables):

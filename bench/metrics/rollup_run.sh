@@ -5,8 +5,8 @@
 #   bench/metrics/rollup_run.sh        # DATABASES="incidents_bench incidents_bench_2m" by default
 #
 # For each database: `manage.py metrics_rollup_rebuild` when the roll-up is not built or does not hold every
-# incident (the generator writes incidents with COPY, past the services, into a database migrated empty, which
-# migration 0014 marks built), then ANALYZE of the roll-up table; gunicorn (2 sync workers, bench.settings: the product
+# incident, then ANALYZE of the roll-up table (bench/generate.py now rebuilds the roll-up after its COPY itself; the
+# check is for databases generated before that, where migration 0014 had marked an empty roll-up built); gunicorn (2 sync workers, bench.settings: the product
 # plus /bench/baseline-drf/) on 127.0.0.1:$BENCH_PORT (18710), then bench/metrics/rollup_measure.py.
 # Finally the docs section is rendered from both results (bench/results/rollups-*.json).
 # Make the 2,000,000 one with: DATABASE_URL=…/incidents_bench_2m .venv/bin/python bench/generate.py --incidents 2000000
@@ -29,8 +29,8 @@ for DB in ${DATABASES:-incidents_bench incidents_bench_2m}; do
   label="${LABELS[$i]}"; i=$((i + 1))
   DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
   bench_environment "$DB" bench.settings WARNING
-  # Rebuilt when not built, or when it does not hold every incident: bench/generate.py migrates an empty
-  # database (migration 0014 then marks the roll-up built) and COPYs the incidents in past the services.
+  # Rebuilt when not built, or when it does not hold every incident: a database generated before bench/generate.py
+  # rebuilt the roll-up after its COPY has an empty roll-up marked built (by migration 0014 on the empty database).
   "$PY" -c "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'bench.settings'); django.setup()
 from django.db.models import Sum
 from incidents.models import Incident
