@@ -2,7 +2,7 @@ import re
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Expression, F, Q
 from django.utils import timezone
 
 
@@ -144,10 +144,48 @@ def visibility_condition(user, path=""):
     public = Q(**{f"{prefix}is_restricted": False})
     if not user.is_authenticated or not user.is_active:
         return public
-    incident = OuterRef(path or "pk")
-    held_role = RoleAssignment.objects.filter(incident=incident, user=user)
-    member = IncidentMember.objects.filter(incident=incident, user=user)
-    return public | Exists(held_role) | Exists(member)
+    return public | HeldRoleOrMember(F(path or "pk"), user.pk)
+
+
+class HeldRoleOrMember(Expression):
+    """True when the user holds or held a role on the incident, or is one of its explicit members.
+
+    The same SQL as ``Exists(RoleAssignment.objects.filter(incident=OuterRef(...), user=user)) |
+    Exists(IncidentMember…)``, written once as text: building and compiling those two subqueries took
+    about 1 ms of Python on every list request of a user without the global permission, more than
+    PostgreSQL spends on the page. The subqueries' tables carry aliases of their own, so the incident's
+    column always names the outer row, even when the outer query reads one of these tables.
+    """
+
+    conditional = True
+    output_field = models.BooleanField()
+
+    def __init__(self, incident_pk, user_id):
+        super().__init__()
+        self.incident_pk = incident_pk
+        self.user_id = user_id
+
+    def get_source_expressions(self):
+        return [self.incident_pk]
+
+    def set_source_expressions(self, exprs):
+        (self.incident_pk,) = exprs
+
+    def as_sql(self, compiler, connection):
+        pk_sql, pk_params = compiler.compile(self.incident_pk)
+        quote = connection.ops.quote_name
+        exists = []
+        for model, alias in ((RoleAssignment, "visible_role"), (IncidentMember, "visible_member")):
+            row, incident, user = (
+                quote(alias),
+                quote(model._meta.get_field("incident").column),
+                quote(model._meta.get_field("user").column),
+            )
+            exists.append(
+                f"EXISTS(SELECT 1 FROM {quote(model._meta.db_table)} {row} "
+                f"WHERE {row}.{incident} = {pk_sql} AND {row}.{user} = %s)"
+            )
+        return f"({exists[0]} OR {exists[1]})", (*pk_params, self.user_id, *pk_params, self.user_id)
 
 
 def visible_incident_rows(queryset, user, field="incident"):

@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from incidents import services
-from incidents.models import Incident, IncidentMember, TimelineEvent
+from incidents.models import Incident, IncidentMember, RoleAssignment, TimelineEvent, visible_incident_rows
 from tests.incidents.factories import UserFactory, declare
 
 pytestmark = pytest.mark.django_db
@@ -64,6 +64,18 @@ def test_anonymous_and_inactive_users_see_no_restricted_incident(people, restric
 def test_the_rule_is_exists_subqueries_not_a_join_with_distinct(people):
     sql = str(Incident.objects.visible_to(people["outsider"]).query).upper()
     assert sql.count("EXISTS") == 2 and "DISTINCT" not in sql and " JOIN " not in sql
+
+
+def test_role_and_member_rows_follow_their_own_incident(people, restricted):
+    """The rule reads role assignments and memberships, and also filters rows of those same tables (the
+    admin's history, the roles inline): a member of one restricted incident sees its rows, not another's."""
+    lead = people["lead"]
+    other = declare("Payroll export", actor=lead, restricted=True)
+    services.role_assign(incident=other, role="commander", user=lead, actor=lead)
+    services.incident_member_add(incident=other, user=people["former"], actor=lead)
+    for rows in (RoleAssignment.objects.all(), IncidentMember.objects.all()):
+        assert set(visible_incident_rows(rows, people["member"]).values_list("incident", flat=True)) == {restricted.pk}
+        assert other.pk in set(visible_incident_rows(rows, lead).values_list("incident", flat=True))
 
 
 def test_the_global_permission_adds_no_filter(people):
