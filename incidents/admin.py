@@ -1,3 +1,5 @@
+import functools
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IS_POPUP_VAR
@@ -8,10 +10,10 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import escape, format_html, format_html_join
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from . import services
+from . import reference, services
 from .admin_incident_page import IncidentPageMixin, _not_in_future
 from .admin_incident_page import incident_panel_register as incident_panel_register  # comms, postmortems use it
 from .admin_lists import (
@@ -33,6 +35,7 @@ from .admin_lists import (
     short_duration,
     with_update_due_from,
 )
+from .html_text import escape_text
 from .models import (
     Incident,
     IncidentMember,
@@ -79,7 +82,7 @@ class ServiceFilter(admin.SimpleListFilter):
     incident_column = "pk"
 
     def lookups(self, request, model_admin):
-        return list(Service.objects.values_list("slug", "name"))
+        return reference.services.get()
 
     def queryset(self, request, queryset):
         if not self.value():
@@ -244,6 +247,15 @@ TRANSITION_ACTIONS = [
     (Status.CLOSED, "Close"),
     (Status.DISMISSED, "Dismiss (not an incident)"),
 ]
+
+
+@functools.lru_cache(maxsize=256)
+def severity_badge_html(colour, name, label):
+    """A list row's severity badge: the same few for every row of a page, so each is written once."""
+    return mark_safe(
+        f'<span class="sev-badge" style="background:{escape_text(colour)};color:#fff;padding:1px 6px;'
+        f'border-radius:3px;font-weight:bold" title="{escape_text(name)}">{escape_text(label)}</span>'
+    )
 
 
 def _transition_action(to, label):
@@ -500,10 +512,7 @@ class IncidentAdmin(LargeListMixin, IncidentPageMixin, admin.ModelAdmin):
     @admin.display(description="severity", ordering="severity__level")
     def severity_badge(self, incident):
         severity = incident.severity
-        return mark_safe(  # an f-string: format_html's escaping per argument costs more than the rest of a row
-            f'<span class="sev-badge" style="background:{escape(severity.colour)};color:#fff;padding:1px 6px;'
-            f'border-radius:3px;font-weight:bold" title="{escape(severity.name)}">{escape(severity.label)}</span>'
-        )
+        return severity_badge_html(severity.colour, severity.name, severity.label)
 
     @admin.display(description="age / duration")
     def age(self, incident):
@@ -577,7 +586,9 @@ class IncidentAdmin(LargeListMixin, IncidentPageMixin, admin.ModelAdmin):
         incident = self._incident_for_change(request, object_id)
         # The incident page's button posts only the note typed there: show the form with it filled in.
         submitted = request.POST if "original" in request.POST else None
-        form = DuplicateForm(submitted, incident=incident, user=request.user, initial={"note": request.POST.get("note", "")})
+        form = DuplicateForm(
+            submitted, incident=incident, user=request.user, initial={"note": request.POST.get("note", "")}
+        )
         if request.method == "POST" and form.is_valid():
             try:
                 services.incident_merge(
@@ -589,7 +600,9 @@ class IncidentAdmin(LargeListMixin, IncidentPageMixin, admin.ModelAdmin):
             except services.IncidentError as exc:
                 form.add_error(None, str(exc))
             else:
-                self.message_user(request, f"{incident.reference} dismissed as a duplicate and merged into the original.")
+                self.message_user(
+                    request, f"{incident.reference} dismissed as a duplicate and merged into the original."
+                )
                 return self._back_to(incident)
         context = {
             **self.admin_site.each_context(request),
@@ -599,6 +612,7 @@ class IncidentAdmin(LargeListMixin, IncidentPageMixin, admin.ModelAdmin):
             "form": form,
         }
         return TemplateResponse(request, "admin/incidents/incident/duplicate.html", context)
+
 
 @admin.register(OpenIncident)
 class OpenIncidentAdmin(OpenListColumns, IncidentAdmin):

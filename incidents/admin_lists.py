@@ -25,11 +25,11 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
-from . import services
-from .admin_widgets import PlainSelect
+from . import reference, services
+from .admin_widgets import PlainHiddenInput, PlainSelect
+from .html_text import escape_text
 from .models import Incident, Severity
 
 Status = Incident.Status
@@ -134,11 +134,10 @@ class IncidentChangeList(ChangeList):
         username = f"commander__{get_user_model().USERNAME_FIELD}"
         self.queryset = self.queryset.only(*LIST_ROW_FIELDS, username).prefetch_related(None)
         super().get_results(request)
-        # The page's ids first, then those rows: sorting the ids can be done from an index alone,
-        # where sorting whole rows reads every matching row (the 4,146 open incidents for 50 shown).
-        ids = list(self.result_list.values_list("pk", flat=True))
-        position = {pk: index for index, pk in enumerate(ids)}
-        rows = sorted(self.queryset.order_by().filter(pk__in=ids), key=lambda row: position[row.pk])
+        # The page's ids first, then those rows, in one query: sorting the ids can be done from an index
+        # alone, where sorting whole rows reads every matching row (the 4,146 open incidents for 50 shown).
+        page = self.result_list
+        rows = list(self.queryset.filter(pk__in=page.values("pk")).order_by(*page.query.order_by))
         names = defaultdict(list)
         links = Incident.services.through.objects.filter(incident_id__in=[row.pk for row in rows])
         for incident_id, name in links.order_by("service__name").values_list("incident_id", "service__name"):
@@ -158,6 +157,9 @@ class IncidentChangeList(ChangeList):
 
 class ActionForm(helpers.ActionForm):
     action = forms.ChoiceField(label=helpers.ActionForm.base_fields["action"].label, widget=PlainSelect)
+    select_across = forms.BooleanField(
+        label="", required=False, initial=0, widget=PlainHiddenInput({"class": "select-across"})
+    )
 
 
 class LargeListMixin:
@@ -177,8 +179,8 @@ class LargeListMixin:
         """The commander's name, linking to this list filtered to what they command."""
         if incident.commander_id is None:
             return "—"
-        name = escape(incident.commander.get_username())
-        href = escape(incident.commander_query.replace(PK_PLACEHOLDER, str(incident.commander_id)))
+        name = escape_text(incident.commander.get_username())
+        href = escape_text(incident.commander_query.replace(PK_PLACEHOLDER, str(incident.commander_id)))
         return mark_safe(
             f'<a href="{href}" title="Only incidents {name} commands" style="white-space:nowrap">{name}</a>'
         )
@@ -187,7 +189,7 @@ class LargeListMixin:
         # Django renders a form widget template per row (about 1 ms each); the same markup directly.
         return mark_safe(
             f'<input type="checkbox" name="{helpers.ACTION_CHECKBOX_NAME}" value="{obj.pk}" class="action-select" '
-            f'aria-label="Select this object for an action - {escape(obj)}">'
+            f'aria-label="Select this object for an action - {escape_text(obj)}">'
         )
 
 
@@ -205,8 +207,8 @@ def apply_to_each(modeladmin, request, queryset, change):
             rejected.append((incident.reference, str(exc)))
     if done:
         modeladmin.message_user(request, f"Updated {len(done)}: {', '.join(done)}.", messages.SUCCESS)
-    for reference, reason in rejected:
-        modeladmin.message_user(request, f"{reference} not changed: {reason}", messages.WARNING)
+    for incident_reference, reason in rejected:
+        modeladmin.message_user(request, f"{incident_reference} not changed: {reason}", messages.WARNING)
 
 
 def _bounded(action):
@@ -291,12 +293,19 @@ _last_update_sources = []
 def last_update_source_register(source):
     if source not in _last_update_sources:
         _last_update_sources.append(source)
+        _update_due_from.cache_clear()
+
+
+@functools.cache
+def _update_due_from():
+    # Built once: annotate() resolves a copy of an expression, never the expression itself.
+    last = _last_update_sources[0]() if _last_update_sources else Value(None, output_field=DateTimeField())
+    return Coalesce(last, "detected_at")
 
 
 def with_update_due_from(queryset):
     """Annotate `update_due_from`: the last published update's time, or the detection time without one."""
-    last = _last_update_sources[0]() if _last_update_sources else Value(None, output_field=DateTimeField())
-    return queryset.annotate(update_due_from=Coalesce(last, "detected_at"))
+    return queryset.annotate(update_due_from=_update_due_from())
 
 
 def _per_severity(now, minutes_field, condition, severities=None):
@@ -358,7 +367,7 @@ STATUS_LABELS = dict(Status.choices)
 class OpenListColumns:
     """Columns of the open-incidents list, narrow enough for 1440 px with the sidebar and the filters.
 
-    Written with f-strings and escape(): format_html's escaping of every argument is most of a cell's cost.
+    Written with f-strings and escape_text(): format_html's escaping of every argument is most of a cell's cost.
     """
 
     @admin.display(description="needs someone")
@@ -366,14 +375,16 @@ class OpenListColumns:
         flags = needs(incident)
         if not flags:
             return "—"
-        return mark_safe(" ".join(f'<span class="needs needs-{kind}">{escape(text)}</span>' for kind, text in flags))
+        return mark_safe(
+            " ".join(f'<span class="needs needs-{kind}">{escape_text(text)}</span>' for kind, text in flags)
+        )
 
     @admin.display(description="title / services", ordering="title")
     def title_and_services(self, incident):
         names = ", ".join(incident.service_names)
         if not names:
             return incident.title
-        return mark_safe(f'{escape(incident.title)}<div class="services">{escape(names)}</div>')
+        return mark_safe(f'{escape_text(incident.title)}<div class="services">{escape_text(names)}</div>')
 
     @admin.display(description="severity / status", ordering="severity__level")
     def severity_and_status(self, incident):
@@ -395,10 +406,8 @@ def database_id(value):
 
 
 def severities_of(request):
-    """The severities, read once per request: the severity filter and the per-severity actions both list them."""
-    if not hasattr(request, "_incident_severities"):
-        request._incident_severities = list(Severity.objects.all())
-    return request._incident_severities
+    """The severities the severity filter, the needs filter and the per-severity actions list (incidents.reference)."""
+    return reference.severities.get()
 
 
 class SeverityFilter(admin.SimpleListFilter):

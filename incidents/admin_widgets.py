@@ -1,4 +1,4 @@
-"""Select widgets written out directly, for the busiest admin screens.
+"""Select and hidden-input widgets written out directly, for the busiest admin screens.
 
 Django renders a <select> through its form templates: one template include per option and per
 attribute. On the incident lists (the action menu) and the incident page (the role picker) that
@@ -8,8 +8,18 @@ was a twentieth of the whole request; these widgets give the same markup from th
 from django import forms
 from django.contrib.admin.widgets import AutocompleteSelect
 from django.forms.utils import flatatt
-from django.utils.html import escape
 from django.utils.safestring import mark_safe
+
+from .html_text import escape_text
+
+SELECTED = {"selected": True}
+
+
+def option_attrs(attrs):
+    """flatatt() of an option's attributes, without its escaping machinery for the usual two cases."""
+    if not attrs:
+        return ""
+    return " selected" if attrs == SELECTED else flatatt(attrs)
 
 
 def select_html(widget):
@@ -17,11 +27,13 @@ def select_html(widget):
     groups = []
     for group_name, options, _index in widget["optgroups"]:
         inner = "".join(
-            f'<option value="{escape(option["value"])}"{flatatt(option["attrs"])}>{escape(option["label"])}</option>'
+            f'<option value="{escape_text(option["value"])}"{option_attrs(option["attrs"])}>{escape_text(option["label"])}</option>'
             for option in options
         )
-        groups.append(f'<optgroup label="{escape(group_name)}">{inner}</optgroup>' if group_name else inner)
-    return mark_safe(f'<select name="{escape(widget["name"])}"{flatatt(widget["attrs"])}>{"".join(groups)}</select>')
+        groups.append(f'<optgroup label="{escape_text(group_name)}">{inner}</optgroup>' if group_name else inner)
+    return mark_safe(
+        f'<select name="{escape_text(widget["name"])}"{flatatt(widget["attrs"])}>{"".join(groups)}</select>'
+    )
 
 
 class PlainRendering:
@@ -31,6 +43,17 @@ class PlainRendering:
 
 class PlainSelect(PlainRendering, forms.Select):
     pass
+
+
+class PlainHiddenInput(forms.HiddenInput):
+    """django/forms/widgets/input.html (with attrs.html) for a hidden input."""
+
+    def render(self, name, value, attrs=None, renderer=None):
+        widget = self.get_context(name, value, attrs)["widget"]
+        shown = "" if widget["value"] is None else f' value="{escape_text(widget["value"])}"'
+        return mark_safe(
+            f'<input type="{widget["type"]}" name="{escape_text(widget["name"])}"{shown}{flatatt(widget["attrs"])}>'
+        )
 
 
 class PlainAutocompleteSelect(PlainRendering, AutocompleteSelect):

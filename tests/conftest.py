@@ -29,7 +29,10 @@ def empty_cache():
     """The cache outlives a test's database: the status page's documents (and throttle counters) must not."""
     from django.core.cache import cache
 
+    from incidents import reference
+
     cache.clear()
+    reference.forget_all()  # the per-process copies of severities and services, likewise
 
 
 @pytest.fixture

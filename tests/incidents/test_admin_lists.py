@@ -2,6 +2,7 @@
 tables, bounded list actions, and query counts that do not grow with the rows shown."""
 
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -11,10 +12,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from incidents import services
+from incidents import reference, services
 from incidents.admin import IncidentAdmin, OpenIncidentAdmin
 from incidents.admin_lists import LargeTablePaginator
-from incidents.models import Incident
+from incidents.models import Incident, Severity
 from tests.incidents.factories import ServiceFactory, SeverityFactory, UserFactory, declare
 
 pytestmark = pytest.mark.django_db
@@ -170,16 +171,49 @@ def test_the_commander_filter_offers_nobody_me_and_whoever_was_picked(admin_clie
         assert rows(admin_client.get(url, {"commander": dave.pk})) == []
 
 
-def test_the_severity_filter_and_the_severity_actions_read_the_severities_once(admin_client):
+def severity_reads(ctx):
+    return sum('FROM "incidents_severity"' in q["sql"] for q in ctx.captured_queries)
+
+
+def test_the_lists_read_the_severities_once_per_process_and_again_at_once_when_one_is_saved(admin_client):
     sev1, sev3 = SeverityFactory(level=1), SeverityFactory(level=3)
     critical = declare("Critical", severity=sev1)
     declare("Minor", severity=sev3)
-    for url in (LIST_URL, OPEN_URL):
+    # The filter and the per-severity actions share one read, and the next list request reads none.
+    for url, reads in ((LIST_URL, 1), (OPEN_URL, 0)):
         with CaptureQueriesContext(connection) as ctx:
             response = admin_client.get(url, {"severity__id__exact": sev1.pk})
         assert rows(response) == [critical.reference]
-        assert sum('FROM "incidents_severity"' in q["sql"] for q in ctx.captured_queries) == 1
+        assert severity_reads(ctx) == reads
         assert f'value="set_severity_{sev3.level}"' in response.content.decode()
+    # A severity saved in this process shows on the next request: in the filter and as an action.
+    sev7 = SeverityFactory(level=7, label="SEV7")  # levels 1-4 are seeded
+    page = admin_client.get(OPEN_URL).content.decode()
+    assert f"?severity__id__exact={sev7.pk}" in page and "SEV7" in page
+    assert 'value="set_severity_7"' in page
+
+
+def test_a_severity_changed_by_another_process_shows_within_the_reference_seconds(admin_client, monkeypatch):
+    sev1 = SeverityFactory(level=1, label="SEV1")
+    admin_client.get(OPEN_URL)
+    Severity.objects.filter(pk=sev1.pk).update(label="SEV1-renamed")  # no signal here, as in another process
+    assert "SEV1-renamed" not in admin_client.get(OPEN_URL).content.decode()
+    later = time.monotonic() + reference.REFERENCE_SECONDS
+    monkeypatch.setattr(reference.time, "monotonic", lambda: later)
+    assert "SEV1-renamed" in admin_client.get(OPEN_URL).content.decode()
+
+
+def test_a_new_service_is_in_the_service_filter_at_once(admin_client):
+    ServiceFactory(name="Payments", slug="payments")
+    assert "?service=payments" in admin_client.get(LIST_URL).content.decode()
+    ServiceFactory(name="Search", slug="search")
+    with CaptureQueriesContext(connection) as ctx:
+        page = admin_client.get(LIST_URL).content.decode()
+    assert "?service=search" in page and "?service=payments" in page
+    assert sum('FROM "incidents_service"' in q["sql"] for q in ctx.captured_queries) == 1
+    with CaptureQueriesContext(connection) as ctx:
+        admin_client.get(OPEN_URL)
+    assert not any('FROM "incidents_service" ' in q["sql"] and "ORDER BY" in q["sql"] for q in ctx.captured_queries)
 
 
 # ---- counts and paging on large tables ----------------------------------------------------------
