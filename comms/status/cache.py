@@ -21,8 +21,12 @@ request in the steady state is one cache round trip: `get_many` of the version a
 - Inside a transaction (a test, or code reading what it just wrote) the cache is neither read nor
   written: the connection may see changes that are not committed, or that will be rolled back.
 - If the cache is unreachable, documents are rendered from the database on each request.
+- What a request would otherwise redo on the same bytes is done once, at render time: the body's ETag,
+  its gzipped copy (for clients and CDNs that accept gzip), headers worked out from it (the HTML
+  pages' Content-Security-Policy).
 """
 
+import gzip
 import hashlib
 import logging
 import time
@@ -48,6 +52,8 @@ STALE_KEEP_SECONDS = 60
 COLD_WAIT_SECONDS = 2  # with no copy at all, how long a reader waits for another's render
 COLD_POLL_SECONDS = 0.02
 _ERROR = object()
+GZIP_MIN_BYTES = 200  # shorter bodies gain nothing from compression (as Django's GZipMiddleware judges)
+GZIP_LEVEL = 6
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,16 @@ class Document:
     body: bytes
     etag: str
     rendered_at: float = 0.0  # time.time(); a default so that copies cached by older code count as old
+    # Response headers worked out from the body once, at render time (the HTML pages' CSP hashes their
+    # inline styles: a scan of the whole page that would otherwise run on every request).
+    headers: tuple = ()
+    # The body gzipped once, at render time, for clients and CDNs that accept it (None: too small to gain).
+    gzipped: bytes | None = None
+
+    @property
+    def gzip_etag(self):
+        """The gzipped representation's own ETag (a strong ETag names one representation's bytes)."""
+        return self.etag[:-1] + '-gzip"'
 
 
 def new_version():
@@ -89,10 +105,13 @@ def _cache_call(method, *args):
 
 
 def rendered(version, render):
-    """render() -> (status, content_type, body bytes) as a Document with its ETag (a hash of the body)."""
-    status, content_type, body = render()
+    """render() -> (status, content_type, body bytes[, {header: value}]) as a Document with its ETag (a
+    hash of the body) and those headers."""
+    status, content_type, body, *headers = render()
     etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
-    return Document(version, status, content_type, body, etag, time.time())
+    headers = tuple(headers[0].items()) if headers else ()
+    gzipped = gzip.compress(body, GZIP_LEVEL, mtime=0) if len(body) >= GZIP_MIN_BYTES else None
+    return Document(version, status, content_type, body, etag, time.time(), headers, gzipped)
 
 
 def _is_fresh(document, version):

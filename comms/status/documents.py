@@ -9,8 +9,11 @@ import json
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from django.http import HttpResponse
 from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
+
+from incidents_site import csp
 
 from . import selectors, statuspage
 
@@ -18,6 +21,10 @@ from . import selectors, statuspage
 SUBSCRIBE_URL_NAMES = ("comms_subscriptions:subscribe",)
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
+# /status/ shows each open incident's and maintenance's latest updates and links to its own page for the
+# rest: an outage may run to hundreds of updates, and the front page is read on phones during it. The
+# JSON documents keep every update (Statuspage's format lists them all).
+FRONT_PAGE_UPDATES = 5
 
 
 def subscribe_url():
@@ -30,6 +37,8 @@ def subscribe_url():
 
 
 def html(template, page, **extra):
+    """An HTML page with its Content-Security-Policy, whose hashes of the inline styles are worked out
+    here, once per render, instead of by the middleware scanning the page on every request."""
     context = {
         "page": page,
         "page_name": settings.STATUS_PAGE_NAME,
@@ -38,7 +47,8 @@ def html(template, page, **extra):
         "time_zone": statuspage.time_zone_name(),
         **extra,
     }
-    return 200, HTML, render_to_string(template, context).encode()
+    body = render_to_string(template, context).encode()
+    return 200, HTML, body, {csp.HEADER: csp.policy_header(HttpResponse(body, content_type=HTML))}
 
 
 def json_body(data, status=200):
@@ -49,6 +59,10 @@ def _v2(shape):
     return lambda page: json_body(shape(page))
 
 
+def _front_page(page):
+    return html("comms/status/index.html", page, front_page_updates=FRONT_PAGE_UPDATES)
+
+
 # Cache key -> (incidents wanted, maintenances wanted, page -> (status, content type, body)). The
 # v2 names are also the views' `name` (urls.py). In the order a refresh renders them: the four that
 # share the cheapest page first (what monitoring scripts poll), the HTML page with its history next.
@@ -57,7 +71,7 @@ DOCUMENTS = {
     "status": (None, None, _v2(statuspage.status)),
     "components": (None, None, _v2(statuspage.components)),
     "incidents-unresolved": (None, None, _v2(statuspage.unresolved)),
-    "index": ("history", None, lambda page: html("comms/status/index.html", page)),
+    "index": ("history", None, _front_page),
     "incidents": ("recent", None, _v2(statuspage.incidents)),
     "scheduled-maintenances": (None, "all", _v2(statuspage.scheduled_maintenances)),
     "scheduled-maintenances-upcoming": (None, "upcoming", _v2(statuspage.scheduled_maintenances)),

@@ -41,12 +41,35 @@ def _cors(response):
     return response
 
 
+def _accepts_gzip(request):
+    """Whether Accept-Encoding allows gzip: named (else `*`) with a quality above 0."""
+    qualities = {}
+    for coding in request.META.get("HTTP_ACCEPT_ENCODING", "").lower().split(","):
+        name, *params = (part.strip() for part in coding.split(";"))
+        quality = next((p.partition("=")[2].strip() for p in params if p.partition("=")[0].strip() == "q"), "1")
+        try:
+            qualities[name] = float(quality)
+        except ValueError:
+            qualities[name] = 0.0
+    return qualities.get("gzip", qualities.get("*", 0.0)) > 0
+
+
 def _respond(request, document, *, cors, max_age=None):
-    if document.status == 200 and _not_modified(request, document.etag):
+    # The copy gzipped at render time to whoever accepts it; its own ETag, and Vary for caches between.
+    gzipped = document.gzipped is not None and _accepts_gzip(request)
+    etag = document.gzip_etag if gzipped else document.etag
+    if document.status == 200 and _not_modified(request, etag):
         response = HttpResponseNotModified()
     else:
-        response = HttpResponse(document.body, status=document.status, content_type=document.content_type)
-    response["ETag"] = document.etag
+        body = document.gzipped if gzipped else document.body
+        response = HttpResponse(body, status=document.status, content_type=document.content_type)
+        if gzipped:
+            response["Content-Encoding"] = "gzip"
+    response["ETag"] = etag
+    if document.gzipped is not None:
+        response["Vary"] = "Accept-Encoding"
+    for name, value in document.headers:
+        response[name] = value
     patch_cache_control(
         response,
         public=True,

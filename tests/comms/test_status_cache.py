@@ -4,6 +4,7 @@ Transactional tests: the cache is only used outside a transaction (inside one, a
 changes nobody else sees yet), which is how the web processes read it.
 """
 
+import gzip
 import threading
 import time
 from datetime import timedelta
@@ -16,9 +17,10 @@ from django.utils import timezone
 
 from comms import services as comms_services
 from comms.models import ScheduledMaintenance
-from comms.status import cache, selectors
+from comms.status import cache, selectors, views
 from incidents import services as incident_services
 from incidents.models import ServiceGroup
+from incidents_site import csp
 from tests.comms.factories import maintenance_scheduled
 from tests.incidents.factories import ServiceFactory, SeverityFactory, UserFactory, declare
 
@@ -144,6 +146,48 @@ def test_if_none_match_answers_304_without_a_body(client, world, path):
         if path.endswith(".json"):
             assert response["Access-Control-Allow-Origin"] == "*"
     assert client.get(path, HTTP_IF_NONE_MATCH='"something-else"').status_code == 200
+
+
+def test_a_warm_page_carries_its_csp_worked_out_once_when_it_was_rendered(client, world, monkeypatch):
+    """The CSP hashes the page's inline styles: a scan of the whole page, done at render time only (per
+    request it cost more than serving the page once an outage had run to a few hundred updates)."""
+    publish(world, declare("Checkout errors", severity=world["severity"], services=[world["checkout"]]))
+    first = client.get("/status/")
+    scans = []
+    real = csp.inline_style_sources
+    monkeypatch.setattr(csp, "inline_style_sources", lambda content: scans.append(content) or real(content))
+    again = client.get("/status/")
+    assert again.content == first.content and scans == []
+    assert again[csp.HEADER] == first[csp.HEADER] == csp.policy_header(again)
+    assert "'sha256-" in again[csp.HEADER]  # the inline <style> block, allowed by its hash
+
+
+@pytest.mark.parametrize("path", HOT)
+def test_a_client_accepting_gzip_gets_the_copy_compressed_at_render_time(client, world, path, monkeypatch):
+    publish(world, declare("Checkout errors", severity=world["severity"], services=[world["checkout"]]))
+    plain = client.get(path)
+    compressions = []
+    real = gzip.compress
+    monkeypatch.setattr(cache.gzip, "compress", lambda *args, **kw: compressions.append(1) or real(*args, **kw))
+    zipped = client.get(path, HTTP_ACCEPT_ENCODING="gzip, deflate, br")
+    assert zipped.status_code == 200 and zipped["Content-Encoding"] == "gzip"
+    assert gzip.decompress(zipped.content) == plain.content and compressions == []  # compressed once, earlier
+    assert "Content-Encoding" not in plain and plain["Vary"] == zipped["Vary"] == "Accept-Encoding"
+    assert zipped["ETag"] != plain["ETag"]  # two representations, two strong ETags
+    assert client.get(path, HTTP_ACCEPT_ENCODING="gzip", HTTP_IF_NONE_MATCH=zipped["ETag"]).status_code == 304
+    assert client.get(path, HTTP_ACCEPT_ENCODING="gzip", HTTP_IF_NONE_MATCH=plain["ETag"]).status_code == 200
+    for refused in ("gzip;q=0", "identity", "br, *;q=0", "*, gzip; q=0"):
+        response = client.get(path, HTTP_ACCEPT_ENCODING=refused)
+        assert "Content-Encoding" not in response and response.content == plain.content, refused
+    assert client.get(path, HTTP_ACCEPT_ENCODING="br;q=1, *;q=0.5")["Content-Encoding"] == "gzip"
+
+
+def test_a_short_document_is_sent_as_it_is(rf):
+    body = b'{"status": "ok"}'
+    document = cache.rendered("", lambda: (200, "application/json", body))
+    response = views._respond(rf.get("/status/api/v2/status.json", HTTP_ACCEPT_ENCODING="gzip"), document, cors=True)
+    assert document.gzipped is None and response.content == body
+    assert "Content-Encoding" not in response and "Vary" not in response
 
 
 def test_the_etag_changes_with_the_content_and_only_then(client, world):

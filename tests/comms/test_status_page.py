@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from comms import services as comms_services
 from comms.models import ScheduledMaintenance
-from comms.status import public_ids, selectors
+from comms.status import documents, public_ids, selectors
 from incidents.models import ServiceGroup
 from tests.comms.factories import maintenance_scheduled, named, published_update
 from tests.incidents.factories import ServiceFactory, SeverityFactory, UserFactory, declare, drive
@@ -204,6 +204,49 @@ def test_open_incident_shows_its_published_updates_newest_first_with_corrections
     bodies = [u["body"] for u in doc["incident_updates"]]
     assert bodies[0].startswith("Correction to the update of ") and bodies[0].endswith("(not billing).")
     assert bodies[1:] == ["Found the cause.", "We see **errors**."]
+
+
+def test_the_front_page_shows_an_incidents_latest_updates_and_links_to_all_of_them(client, world, sev2):
+    incident = named(declare("Internal title", severity=sev2, services=[world["checkout"]]), "Checkout errors")
+    t0 = timezone.now() - timedelta(hours=2)
+    count = documents.FRONT_PAGE_UPDATES + 3
+    for n in range(count):
+        at = t0 + timedelta(minutes=n)
+        published_update(incident, title="Checkout errors", body=f"Progress note {n}.", published_at=at)
+    path = reverse("status:incident", args=[public_ids.encode("incident", incident.pk)])
+
+    page = client.get("/status/").content.decode()
+    shown = [n for n in range(count) if f"Progress note {n}." in page]
+    assert shown == list(range(3, count))  # the latest ones; the first three only on the incident's page
+    assert f'<a href="{path}">All {count} updates</a>' in page
+    detail = client.get(path).content.decode()
+    assert all(f"Progress note {n}." in detail for n in range(count)) and "All 8 updates" not in detail
+    [doc] = summary(client)["incidents"]
+    assert len(doc["incident_updates"]) == count  # the JSON keeps every update (Statuspage's format)
+
+
+def test_an_incident_with_few_updates_has_no_link_to_more(client, world, sev2):
+    incident = named(declare("Internal title", severity=sev2, services=[world["checkout"]]), "Checkout errors")
+    for n in range(documents.FRONT_PAGE_UPDATES):
+        published_update(incident, title="Checkout errors", body=f"Progress note {n}.")
+    page = client.get("/status/").content.decode()
+    assert all(f"Progress note {n}." in page for n in range(documents.FRONT_PAGE_UPDATES))
+    assert 'class="more"' not in page
+
+
+def test_a_correction_links_to_the_corrected_update_on_the_incidents_page(client, world, sev2):
+    incident = named(declare("Internal title", severity=sev2, services=[world["checkout"]]), "Checkout errors")
+    t0 = timezone.now() - timedelta(hours=2)
+    first = published_update(incident, title="Checkout errors", body="Errors.", published_at=t0)
+    for n in range(documents.FRONT_PAGE_UPDATES):  # the corrected update is off the front page by now
+        at = t0 + timedelta(minutes=1 + n)
+        published_update(incident, title="Checkout errors", body=f"Note {n}.", published_at=at)
+    published_update(incident, title="Checkout errors", body="Errors at checkout.", corrects=first,
+                     published_at=t0 + timedelta(minutes=30))  # fmt: skip
+    path = reverse("status:incident", args=[public_ids.encode("incident", incident.pk)])
+    link = f'href="{path}#update-{public_ids.encode("update", first.pk)}"'
+    assert link in client.get("/status/").content.decode()
+    assert link in client.get(path).content.decode()
 
 
 def test_incidents_resolved_in_the_last_90_days_are_listed(client, world, sev3):
