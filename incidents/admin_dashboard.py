@@ -15,10 +15,13 @@ from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseBadRequest, StreamingHttpResponse
+from django.template.defaultfilters import floatformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.formats import localize
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from . import charts, rollups
 from .dashboard import (
@@ -35,6 +38,7 @@ from .dashboard import (
     figure_incidents,
     period_change,
 )
+from .html_text import escape_unless_safe
 from .models import Service, Severity
 
 PERMISSION = "incidents.view_incident"
@@ -125,10 +129,10 @@ class DashboardFilterForm(forms.Form):
         return Scope.last(days, service=service, severity=severity, now=now)
 
 
-def _with_choices(form, severities):
-    """Give the form's service and severity pickers their options as lists (the severities already read), so
-    that drawing them runs one plain query instead of a server-side cursor each; the same options."""
-    for name, objects in (("service", Service.objects.order_by("name")), ("severity", severities)):
+def _with_choices(form, severities, services):
+    """Give the form's service and severity pickers their options as lists (already read, in name and level
+    order), so that drawing them runs no query instead of a server-side cursor each; the same options."""
+    for name, objects in (("service", services), ("severity", severities)):
         field = form.fields[name]
         field.choices = [("", field.empty_label), *((getattr(o, field.to_field_name), str(o)) for o in objects)]
 
@@ -270,6 +274,63 @@ def metric_cards(results, scope, changes=None):
         card["unit"] = "" if kind == "duration" else metric.get("unit", "")
         cards.append(card)
     return cards
+
+
+def _text(value):
+    """What ``{{ value }}`` writes in a template: the value localized, escaped unless already safe."""
+    return escape_unless_safe(localize(value))
+
+
+def cards_html(cards):
+    """The metric cards' markup, as the template's loop wrote it (the same bytes), in Python: its variable
+    lookups and filters were most of the page's rendering."""
+    parts = []
+    for card in cards:
+        definition = _text(card["definition"])
+        headline = _text(card["headline"])
+        if card.get("headline_label"):
+            headline += f" <small>{_text(card['headline_label'])}</small>"
+        if card.get("unit"):
+            headline += f" <small>{_text(card['unit'])}</small>"
+        stats = ""
+        if card["stats"]:
+            stats = "".join(
+                f"<dt>{_text(label)}</dt><dd>{'–' if value is None else _text(value)}</dd>"
+                for label, value in card["stats"]
+            )
+            stats = f"<dl>{stats}</dl>"
+        change = f'<p class="change">{_text(card["change"])}</p>' if card["change"] else ""
+        missing = ""
+        if card["missing_reason"]:
+            missing = f'<p class="missing">Missing: incidents that {_text(card["missing_reason"])}.</p>'
+        parts.append(
+            f'\n  <article class="dash-card" id="metric-{_text(card["key"])}" title="{definition}">\n'
+            f"    <h3>{_text(card['name'])}</h3>\n"
+            f'    <div class="headline">{headline}</div>\n'
+            f"    {stats}\n    {change}\n    {missing}\n"
+            f"    <details><summary>Definition</summary>{definition}</details>\n"
+            f'    <div class="card-links"><a href="{_text(card["export"])}">Incidents (CSV)</a></div>\n'
+            "  </article>\n"
+        )
+    return mark_safe("".join(parts))
+
+
+def hot_spot_rows_html(rows, action_items_tracked):
+    """The hot-spot table's rows, as the template's loop wrote them (the same bytes), in Python."""
+    parts = []
+    for i, row in enumerate(rows):
+        overdue = _text(row["overdue_action_items"]) if action_items_tracked else "–"
+        parts.append(
+            f'\n      <tr class="{"row2" if i % 2 else "row1"}">\n'
+            f'        <th scope="row">{_text(row["name"])}</th>\n'
+            f'        <td class="num">{_text(row["incidents"])}</td>\n'
+            f'        <td class="num">{_text(floatformat(row["impact_minutes"], "0g"))}</td>\n'
+            f'        <td class="num">{_text(row["customer_reports"])}</td>\n'
+            f'        <td class="num">{overdue}</td>\n'
+            f'        <td><a href="{_text(row["export"])}">Incidents (CSV)</a></td>\n'
+            "      </tr>\n    "
+        )
+    return mark_safe("".join(parts))
 
 
 # ---- charts --------------------------------------------------------------------------------------
@@ -422,7 +483,7 @@ def dashboard_view(request):
     for row in data["hot_spots"]:
         row["export"] = export_url(scope, f"service:{row['slug']}")
     shown_form = form if form.is_bound else DashboardFilterForm(initial={"period": DEFAULT_PERIOD})
-    _with_choices(shown_form, data["severities"])
+    _with_choices(shown_form, data["severities"], data["services"])
     context = {
         **admin.site.each_context(request),
         "title": "Reliability dashboard",
@@ -431,11 +492,12 @@ def dashboard_view(request):
         "period_since": timezone.localtime(scope.since),
         "period_until": timezone.localtime(scope.until - timedelta(microseconds=1)),
         "data": data,
-        "cards": metric_cards(results, scope, changes),
+        "cards_html": cards_html(metric_cards(results, scope, changes)),
         "summary": summary,
         "missing": missing,
         "charts": build_charts(data, scope),
         "hot_spots": data["hot_spots"],
+        "hot_spot_rows_html": hot_spot_rows_html(data["hot_spots"], data["action_items_tracked"]),
         "rank": order,
         "rank_links": rank_links,
         "impact_definition": IMPACT_DEFINITION,

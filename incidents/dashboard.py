@@ -174,7 +174,7 @@ class LiveSeries:
     def severity_counts(self):
         return dict(self.incidents.order_by().values_list("severity_id").annotate(n=Count("pk")))
 
-    def services_impact(self, only):
+    def services_impact(self, only, services=None):
         return metrics.services_impact(self.incidents, only=only)
 
 
@@ -213,9 +213,14 @@ class RollupSeries:
             counts[severity_id] = counts.get(severity_id, 0) + n
         return counts
 
-    def services_impact(self, only):
+    def services_impact(self, only, services=None):
         return metrics.services_impact_from(
-            self.read.services(), self.incidents, self.scope.now, only=only, reports=self.read._selection.reports()
+            self.read.services(),
+            self.incidents,
+            self.scope.now,
+            only=only,
+            reports=self.read._selection.reports(),
+            services=services,
         )
 
 
@@ -300,6 +305,7 @@ def dashboard_series(*, user, scope, severities):
         incidents = dashboard_incidents(user=user, scope=scope)
         return LiveSeries(incidents, scope), incidents
     selection.severity_list = severities  # read once a request (metrics_read uses it too)
+    selection.versions_also_from(scope.previous().since)  # the period before is read too (its change)
     incidents = selection.incidents()  # the same incidents as dashboard_incidents', built once
     return RollupSeries(rollups.Read(selection), incidents, scope, severities), incidents
 
@@ -307,15 +313,17 @@ def dashboard_series(*, user, scope, severities):
 def dashboard_data(*, user, scope, hot_spot_order="incidents"):
     """Every series the page draws, for `user` and `scope`; a fixed number of queries."""
     severities = list(Severity.objects.order_by("level"))
+    services = list(Service.objects.order_by("name"))  # the rankings' names and the service picker's options
     series, incidents = dashboard_series(user=user, scope=scope, severities=severities)
     # The service filter applies to every ranking: an incident on checkout and search, seen through the
     # checkout filter, counts for checkout only.
-    impact = series.services_impact([scope.service.slug] if scope.service else None)
+    impact = series.services_impact([scope.service.slug] if scope.service else None, services)
     by_age, overdue = action_item_series(user=user, scope=scope)
     spots = hot_spots(impact, overdue, hot_spot_order)
     mix = severity_mix(series.severity_counts(), severities)
     return {
         "severities": severities,
+        "services": services,
         "total": sum(n for _severity, n in mix),
         "per_week": incidents_per_week(series.per_week_by_severity(), scope, severities),
         "trend": response_trend(series.trends(), scope),

@@ -595,11 +595,12 @@ def services_impact(incidents, only=None):
     return _services_ranked(found, reports)
 
 
-def services_impact_from(per_service, incidents, now, only=None, reports=None):
+def services_impact_from(per_service, incidents, now, only=None, reports=None, services=None):
     """services_impact from the daily roll-up's per-service sums (incidents.rollups.Read.services, which
     already keeps to the service filter); an open incident's impact counts up to `now`. `reports`: these
     incidents' customer reports when the caller has them (incidents.rollups.Selection.reports, read from
-    the reports' side), else found through `incidents`."""
+    the reports' side), else found through `incidents`. `services`: every Service, when the caller has
+    read them (else the ones ranked are read)."""
     now_us = (now - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     found = {
         service_id: (n, (ended_us + open_n * now_us - open_starts_us) / 1e6)
@@ -612,13 +613,17 @@ def services_impact_from(per_service, incidents, now, only=None, reports=None):
     if reports is None:
         reports = CustomerReport.objects.filter(incident__in=incidents.values("pk"))
     reports = dict(reports.values_list("incident__services").annotate(n=Count("id")).order_by())
-    return _services_ranked(found, reports)
+    return _services_ranked(found, reports, services)
 
 
-def _services_ranked(found, reports):
+def _services_ranked(found, reports, services=None):
     """[{"slug", "name", "incidents", "impact_minutes", "customer_reports"}], most impact first, from
-    {service id: (incidents, impact seconds)} and {service id: customer reports}."""
-    services = Service.objects.filter(pk__in=found).only("id", "slug", "name")
+    {service id: (incidents, impact seconds)} and {service id: customer reports}; `services`: every
+    Service when already read."""
+    if services is None:
+        services = Service.objects.filter(pk__in=found).only("id", "slug", "name")
+    else:
+        services = [service for service in services if service.pk in found]
     result = [
         {
             "slug": service.slug,

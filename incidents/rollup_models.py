@@ -48,6 +48,11 @@ class MetricsRollupDay(models.Model):
 
     day = models.DateField(primary_key=True)
     computed_at = models.DateTimeField(auto_now=True)
+    version = models.BigIntegerField(
+        default=0,
+        help_text="A new random number at every recomputation of the day: what a read memoizes is keyed by the "
+        "versions of the days it read (incidents.rollups.Read), so it is never reused once a day has changed.",
+    )
 
     def __str__(self):
         return str(self.day)

@@ -6,6 +6,9 @@ How they stay right:
   those kinds ``rollup_after_event`` recomputes the incident's day(s) of detection from the incidents
   themselves, in that same transaction, under a lock on the day (``MetricsRollupDay``). A committed
   change is therefore in the roll-up, and nothing else is: no nightly batch, no stale numbers.
+- Every recomputation gives the day a new random version in that transaction (``_lock_day``). What a read
+  sums from a period's rows is memoized under the versions of its days, read before the rows (``Read``):
+  a committed change gives the next read another key, so a memoized sum is never a stale one.
 - Recomputing a whole day (not adding deltas) makes the roll-up equal to a from-scratch computation
   by construction; ``rollup_rebuild`` is that computation for every day (and the way to fill the
   roll-up for history written without the services, e.g. bench/generate.py's COPY).
@@ -19,6 +22,7 @@ computed from the incidents instead. See docs/metrics.md, "How the figures are c
 """
 
 import math
+import secrets
 import zlib
 from array import array
 from bisect import bisect_right
@@ -157,6 +161,18 @@ class Totals:
             elif not isinstance(histogram, array):
                 histogram = self.histograms[d.key] = array("I", histogram.to_bytes(4 * BUCKETS, "little"))
             histogram[bucket_of(micros / 1e6)] += 1
+
+    def copy(self):
+        """An independent Totals with the same sums (histograms as arrays are copied: add_incident changes them)."""
+        other = Totals()
+        for name in SUM_FIELDS:
+            setattr(other, name, getattr(self, name))
+        other.counts, other.sums = dict(self.counts), dict(self.sums)
+        other.histograms = {
+            key: array("I", value) if isinstance(value, array) else value for key, value in self.histograms.items()
+        }
+        other.rows_packed = self.rows_packed
+        return other
 
     def packed_histograms(self):
         blocks = b"".join(self.histogram(key).tobytes() for key in DURATION_KEYS)
@@ -361,8 +377,12 @@ def _rollup_rows(day, totals):
 
 
 def _lock_day(day):
+    """Lock the day's row (made when missing) for its recomputation, giving it a new version: the UPDATE takes
+    the row lock as SELECT … FOR UPDATE did. The version is random, so that what readers memoize under the
+    versions of the days they read (see Read) is never reused for other contents, not even after a rollback
+    or with a clock that stands still."""
     MetricsRollupDay.objects.get_or_create(day=day)
-    MetricsRollupDay.objects.select_for_update().get(day=day)
+    MetricsRollupDay.objects.filter(day=day).update(version=secrets.randbits(62))
 
 
 @transaction.atomic
@@ -460,8 +480,16 @@ def rollup_rebuild(*, log=None):
     MetricsRollupState.objects.create(built_at=timezone.now())
 
 
+def rollup_state():
+    """(id, built_at) of the mark that the roll-up is built, or None (then the metrics are computed live). A
+    rebuild makes a new mark: part of the key of what a read memoizes."""
+    if not rollup_tables_exist():
+        return None
+    return MetricsRollupState.objects.values_list("pk", "built_at").first()
+
+
 def rollup_built():
-    return rollup_tables_exist() and MetricsRollupState.objects.exists()
+    return rollup_state() is not None
 
 
 # ---- reading -----------------------------------------------------------------------------------------
@@ -481,13 +509,17 @@ def _full_days(since, until):
 class Selection:
     """Which roll-up rows and which incidents (read live) make up one metrics request."""
 
-    def __init__(self, *, user, since, until, service_ids, severity_ids, service_slugs=(), severity_levels=()):
+    def __init__(
+        self, *, user, since, until, service_ids, severity_ids, service_slugs=(), severity_levels=(), state=None
+    ):
         self.user, self.since, self.until = user, since, until
         self.service_ids, self.severity_ids = service_ids, severity_ids
         self.service_slugs, self.severity_levels = list(service_slugs), list(severity_levels)
         self.sees_all = not _needs_live_restricted(user)
         self.first_day, self.end_day = _full_days(since, until)
+        self.state = state  # rollup_state() when it was read
         self._own = {}  # the incidents this person holds a role in or is a member of, read once (see own_incidents)
+        self._versions = {}  # the days' versions, read once for this selection and those of for_period
         self._incidents = self._reports = None
         self.severity_list = None  # every Severity in level order, when the caller has read them
 
@@ -501,9 +533,52 @@ class Selection:
             severity_ids=self.severity_ids,
             service_slugs=self.service_slugs,
             severity_levels=self.severity_levels,
+            state=self.state,
         )
-        other._own, other.severity_list = self._own, self.severity_list
+        other._own, other._versions, other.severity_list = self._own, self._versions, self.severity_list
         return other
+
+    def versions_also_from(self, since):
+        """Before the first read: a period starting at `since` will be read too (for_period), so the days'
+        versions are read for both in one query."""
+        first, _end = _full_days(since, None)
+        self._versions["from"] = first
+
+    def memo_key(self, *parts):
+        """What a read of this selection's roll-up rows is memoized under: the roll-up's mark, the filters,
+        whether restricted rows are read, the days, and the version of every day rolled up in the period. The
+        versions are read before the rows: a day recomputed since changes the key, never what a key holds."""
+        return (
+            self.state,
+            tuple(self.service_ids),
+            tuple(self.severity_ids),
+            self.sees_all,
+            self.first_day,
+            self.end_day,
+            self.day_versions(),
+            *parts,
+        )
+
+    def day_versions(self):
+        """((day, version), …) of the rolled-up days of the period, in day order (one query, shared with the
+        selections of for_period when it covers their days)."""
+        shared = self._versions
+        if not _covers(shared.get("span"), self.first_day, self.end_day):
+            first, hint = self.first_day, shared.get("from")
+            if first is not None and hint is not None:
+                first = min(first, hint)
+            days = MetricsRollupDay.objects.order_by("day")
+            if first is not None:
+                days = days.filter(day__gte=first)
+            if self.end_day is not None:
+                days = days.filter(day__lt=self.end_day)
+            shared["span"], shared["days"] = (first, self.end_day), tuple(days.values_list("day", "version"))
+        first, end = self.first_day, self.end_day
+        return tuple(
+            (day, version)
+            for day, version in shared["days"]
+            if (first is None or day >= first) and (end is None or day < end)
+        )
 
     def own_incidents(self):
         """Ids of the incidents this person holds (or held) a role in or is a member of: two index-only reads
@@ -598,6 +673,16 @@ class Selection:
         return self.incidents().filter(condition) if condition else None
 
 
+def _covers(span, first, end):
+    """Whether the days read for `span` ((first, end), None: open) include the days [first, end)."""
+    if span is None:
+        return False
+    span_first, span_end = span
+    return (span_first is None or (first is not None and first >= span_first)) and (
+        span_end is None or (end is not None and end <= span_end)
+    )
+
+
 def _needs_live_restricted(user):
     return not sees_all_incidents(user)
 
@@ -605,7 +690,8 @@ def _needs_live_restricted(user):
 def selection_for(*, user, since=None, until=None, service=None, severity=None):
     """A Selection when the roll-up can answer (built, at most one service), else None (compute live)."""
     services = metrics._as_list(service)
-    if len(services) > 1 or not rollup_built():
+    state = rollup_state() if len(services) <= 1 else None
+    if state is None:
         return None
     slugs = [s.slug if isinstance(s, Service) else s for s in services]
     levels = [s.level if isinstance(s, Severity) else s for s in metrics._as_list(severity)]
@@ -621,6 +707,7 @@ def selection_for(*, user, since=None, until=None, service=None, severity=None):
         severity_ids=severity_ids,
         service_slugs=slugs,
         severity_levels=levels,
+        state=state,
     )
 
 
@@ -635,11 +722,60 @@ class Read:
 
     def __init__(self, selection, histograms=True):
         self.histograms = histograms
-        self.total = Totals()
-        self.per_day = defaultdict(int)  # day -> incidents
-        self.per_day_severity = defaultdict(int)  # (day, severity id) -> incidents
-        self.per_day_duration = {}  # (day, "mtta" or "mttr") -> [count, sum µs]
+        rows = _rows_read(selection, histograms)
+        self.total = rows.total.copy()
+        self.per_day = defaultdict(int, rows.per_day)  # day -> incidents
+        self.per_day_severity = defaultdict(int, rows.per_day_severity)  # (day, severity id) -> incidents
+        # (day, "mtta" or "mttr") -> [count, sum µs]
+        self.per_day_duration = {key: list(cell) for key, cell in rows.per_day_duration.items()}
         self.per_service = None  # id -> [incidents, ended µs, open, open starts], read by services()
+        live = selection.live_incidents()
+        self.live, services = _incident_rows(live) if live is not None else ([], {})
+        for row in self.live:
+            self.total.add_incident(row)
+            day = utc_day(row["detected_at"])
+            self.per_day[day] += 1
+            self.per_day_severity[(day, row["severity_id"])] += 1
+            for d in metrics.DURATIONS:
+                if d.key in TREND_KEYS and row[d.start] and row[d.end]:
+                    cell = self.per_day_duration.setdefault((day, d.key), [0, 0])
+                    cell[0] += 1
+                    cell[1] += (row[d.end] - row[d.start]) // MICRO
+        self._selection, self._live_services = selection, services
+
+    def services(self):
+        """{service id: [incidents, impact ended µs, impact open, sum of open starts µs]} (rows, then live)."""
+        if self.per_service is not None:
+            return self.per_service
+        self.per_service = defaultdict(lambda: [0, 0, 0, 0])
+        for service_id, values in _service_sums(self._selection).items():
+            self.per_service[service_id] = list(values)
+        wanted = set(self._selection.service_ids)
+        for row in self.live:
+            start = row["started_at"] or row["detected_at"]
+            end = row["mitigated_at"] or row["resolved_at"]
+            for service_id in self._live_services.get(row["pk"], ()):
+                if wanted and service_id not in wanted:
+                    continue
+                cell = self.per_service[service_id]
+                cell[0] += 1
+                if end is not None:
+                    cell[1] += (end - start) // MICRO
+                else:
+                    cell[2] += 1
+                    cell[3] += (start - EPOCH) // MICRO
+        return self.per_service
+
+
+class RowsRead:
+    """The sums of one selection's roll-up rows (before the incidents read live are added): the totals, and
+    incidents per day, per day and severity, and the trends' duration sums per day."""
+
+    def __init__(self, selection, histograms):
+        self.total = Totals()
+        self.per_day = defaultdict(int)
+        self.per_day_severity = defaultdict(int)
+        self.per_day_duration = {}
         # One query for the totals (severity 0, or the severity filtered on) and the rows per severity; only
         # the totals' histograms are fetched.
         rows = selection.rows_by(severity_and_total=True)
@@ -672,49 +808,42 @@ class Read:
                     cell[0] += found[0]
                     cell[1] += found[1]
         self.total.rows_packed += _rows_packed(tuple(blobs))
-        live = selection.live_incidents()
-        self.live, services = _incident_rows(live) if live is not None else ([], {})
-        for row in self.live:
-            self.total.add_incident(row)
-            day = utc_day(row["detected_at"])
-            self.per_day[day] += 1
-            self.per_day_severity[(day, row["severity_id"])] += 1
-            for d in metrics.DURATIONS:
-                if d.key in TREND_KEYS and row[d.start] and row[d.end]:
-                    cell = self.per_day_duration.setdefault((day, d.key), [0, 0])
-                    cell[0] += 1
-                    cell[1] += (row[d.end] - row[d.start]) // MICRO
-        self._selection, self._live_services = selection, services
 
-    def services(self):
-        """{service id: [incidents, impact ended µs, impact open, sum of open starts µs]} (rows, then live)."""
-        if self.per_service is not None:
-            return self.per_service
-        self.per_service = defaultdict(lambda: [0, 0, 0, 0])
+
+_reads = {}  # Selection.memo_key(…) -> RowsRead, or the per-service sums
+READS_KEPT = 64  # periods and filters (emptied when full)
+
+
+def _memoized(key, compute):
+    """compute() memoized under `key` (see Selection.memo_key: the versions of the days read are part of it,
+    so a committed change is in the next read; what one request reads is never written back)."""
+    found = _reads.get(key)
+    if found is None:
+        if len(_reads) >= READS_KEPT:
+            _reads.clear()
+        found = _reads[key] = compute()
+    return found
+
+
+def _rows_read(selection, histograms):
+    return _memoized(selection.memo_key("rows", histograms), lambda: RowsRead(selection, histograms))
+
+
+def _service_sums(selection):
+    """{service id: (incidents, impact ended µs, impact open, sum of open starts µs)} from the roll-up rows
+    per service (summed by the database: one row a service, whatever the length of the period)."""
+
+    def compute():
         rows = (
-            self._selection.rows_by(service=True)
+            selection.rows_by(service=True)
             .order_by()
             .values("service_id")
             .annotate(**{f"sum_{name}": Sum(name) for name in SERVICE_SUMS})
             .values_list("service_id", *(f"sum_{name}" for name in SERVICE_SUMS))
         )
-        for service_id, *values in rows:
-            self.per_service[service_id] = [int(value or 0) for value in values]
-        wanted = set(self._selection.service_ids)
-        for row in self.live:
-            start = row["started_at"] or row["detected_at"]
-            end = row["mitigated_at"] or row["resolved_at"]
-            for service_id in self._live_services.get(row["pk"], ()):
-                if wanted and service_id not in wanted:
-                    continue
-                cell = self.per_service[service_id]
-                cell[0] += 1
-                if end is not None:
-                    cell[1] += (end - start) // MICRO
-                else:
-                    cell[2] += 1
-                    cell[3] += (start - EPOCH) // MICRO
-        return self.per_service
+        return {service_id: tuple(int(value or 0) for value in values) for service_id, *values in rows}
+
+    return _memoized(selection.memo_key("services"), compute)
 
 
 def percentile(histogram, count, fraction, cumulative=None):
