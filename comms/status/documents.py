@@ -81,14 +81,16 @@ DOCUMENTS = {
 
 def renderer(key, pages=None):
     """render() of DOCUMENTS[key] for cache.cached_document(). `pages`, a dict shared by documents
-    rendered together, builds each page once: summary, status, components and unresolved show the same."""
+    rendered together, builds each page once (summary, status, components and unresolved show the same),
+    and the others on what the first one read (components, unresolved incidents, open maintenances)."""
     incidents, maintenances, shape = DOCUMENTS[key]
 
     def render():
         wanted = (incidents, maintenances)
         page = pages.get(wanted) if pages is not None else None
         if page is None:
-            page = selectors.status_page(incidents=incidents, maintenances=maintenances)
+            common = next(iter(pages.values()), None) if pages is not None else None
+            page = selectors.status_page(incidents=incidents, maintenances=maintenances, common=common)
             if pages is not None:
                 pages[wanted] = page
         return shape(page)

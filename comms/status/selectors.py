@@ -24,7 +24,7 @@ never from models directly. The rules:
 Reads are a fixed number of queries whatever the number of rows (tests say so).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from django.conf import settings
@@ -521,15 +521,56 @@ def overall_status(components, unresolved, active_maintenances):
     return OverallStatus(indicator, description)
 
 
-def status_page(*, incidents=None, maintenances=None, now=None):
+def status_page(*, incidents=None, maintenances=None, now=None, common=None):
     """Everything a public document needs, in a fixed number of queries.
 
     incidents: None; "history" (unresolved plus those resolved in the last 90 days); "recent" (the
     50 most recently updated, resolved included); or a public incident id (that one only).
     maintenances: None; "all" (the 50 latest by window); "upcoming"; "active"; or a public id.
     The unresolved incidents and the upcoming and active maintenances are always there.
+    common: a page built just before (a refresh renders several documents at once) whose components,
+    unresolved incidents and open maintenances are reused instead of read again.
     """
     now = now or timezone.now()
+    if common is not None:
+        page = replace(common, incidents=[], maintenances=[])
+    else:
+        page = _current_page()
+    by_pk = {c.pk: c for c in page.components}
+    base = public_incident_queryset()
+
+    if incidents == "history":
+        cutoff = now - timedelta(days=HISTORY_DAYS)
+        rows = (
+            base.exclude(_unresolved_condition())
+            .filter(Q(resolved_at__gte=cutoff) | Q(closed_at__gte=cutoff) | Q(public_last_at__gte=cutoff))
+            .order_by("-public_last_at", "-id")[:RECENT_LIMIT * 4]
+        )
+        page.incidents = [_build_incident(row, by_pk) for row in rows]
+    elif incidents == "recent":
+        page.incidents = [_build_incident(row, by_pk) for row in base.order_by("-public_last_at", "-id")[:RECENT_LIMIT]]
+    elif incidents is not None:
+        pk = public_ids.decode("incident", incidents)
+        page.incidents = [_build_incident(row, by_pk) for row in base.filter(pk=pk)] if pk is not None else []
+
+    if maintenances == "all":
+        rows = _maintenance_queryset().order_by("-scheduled_for", "-id")[:RECENT_LIMIT]
+        page.maintenances = [_build_maintenance(m, by_pk) for m in rows]
+    elif maintenances == "upcoming":
+        page.maintenances = page.upcoming_maintenances
+    elif maintenances == "active":
+        page.maintenances = page.active_maintenances
+    elif maintenances is not None:
+        pk = public_ids.decode("maintenance", maintenances)
+        rows = _maintenance_queryset().filter(pk=pk) if pk is not None else []
+        page.maintenances = [_build_maintenance(m, by_pk) for m in rows]
+
+    page.updated_at = _page_updated_at(page, now)
+    return page
+
+
+def _current_page():
+    """What every document shows: components, unresolved incidents, open maintenances, overall status."""
     top, components = _components()
     by_pk = {c.pk: c for c in components}
 
@@ -564,7 +605,7 @@ def status_page(*, incidents=None, maintenances=None, now=None):
             item.status = worst(c.status for c in item.components)
             item.updated_at = max((c.updated_at for c in item.components if c.updated_at), default=None)
 
-    page = StatusPage(
+    return StatusPage(
         updated_at=None,
         status=overall_status(components, unresolved, active),
         groups_and_components=top,
@@ -573,35 +614,6 @@ def status_page(*, incidents=None, maintenances=None, now=None):
         active_maintenances=active,
         upcoming_maintenances=upcoming,
     )
-
-    if incidents == "history":
-        cutoff = now - timedelta(days=HISTORY_DAYS)
-        rows = (
-            base.exclude(_unresolved_condition())
-            .filter(Q(resolved_at__gte=cutoff) | Q(closed_at__gte=cutoff) | Q(public_last_at__gte=cutoff))
-            .order_by("-public_last_at", "-id")[:RECENT_LIMIT * 4]
-        )
-        page.incidents = [_build_incident(row, by_pk) for row in rows]
-    elif incidents == "recent":
-        page.incidents = [_build_incident(row, by_pk) for row in base.order_by("-public_last_at", "-id")[:RECENT_LIMIT]]
-    elif incidents is not None:
-        pk = public_ids.decode("incident", incidents)
-        page.incidents = [_build_incident(row, by_pk) for row in base.filter(pk=pk)] if pk is not None else []
-
-    if maintenances == "all":
-        rows = _maintenance_queryset().order_by("-scheduled_for", "-id")[:RECENT_LIMIT]
-        page.maintenances = [_build_maintenance(m, by_pk) for m in rows]
-    elif maintenances == "upcoming":
-        page.maintenances = upcoming
-    elif maintenances == "active":
-        page.maintenances = active
-    elif maintenances is not None:
-        pk = public_ids.decode("maintenance", maintenances)
-        rows = _maintenance_queryset().filter(pk=pk) if pk is not None else []
-        page.maintenances = [_build_maintenance(m, by_pk) for m in rows]
-
-    page.updated_at = _page_updated_at(page, now)
-    return page
 
 
 def _page_updated_at(page, now):

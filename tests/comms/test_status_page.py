@@ -249,6 +249,29 @@ def test_a_correction_links_to_the_corrected_update_on_the_incidents_page(client
     assert link in client.get(path).content.decode()
 
 
+def test_a_page_built_on_the_one_read_just_before_is_the_same_for_fewer_queries(world, sev2, sev3):
+    """A refresh builds the front page's history on the page the JSON documents were built from."""
+    open_ = named(declare("Internal", severity=sev2, services=[world["checkout"]]), "Checkout errors")
+    published_update(open_, title="Checkout errors", components=[(world["checkout"], "major_outage")])
+    past = named(declare("Past", severity=sev3), "Past blip")
+    published_update(past, title="Past blip", published_at=timezone.now() - timedelta(days=2))
+    drive(past, "resolved")
+    published_update(past, public_status="resolved")
+    maintenance_scheduled(services=[world["website"]])
+    now = timezone.now()
+
+    common = selectors.status_page(now=now)
+    with CaptureQueriesContext(connection) as reused:
+        on_common = selectors.status_page(incidents="history", now=now, common=common)
+    with CaptureQueriesContext(connection) as alone:
+        built = selectors.status_page(incidents="history", now=now)
+    assert len(reused) < len(alone)
+    assert [i.name for i in on_common.incidents] == ["Past blip"] and common.incidents == []  # not shared
+    for page in (on_common, built):
+        page.body = documents.html("comms/status/index.html", page, front_page_updates=5)[2]
+    assert on_common.body == built.body and b"Checkout errors" in built.body and b"Past blip" in built.body
+
+
 def test_incidents_resolved_in_the_last_90_days_are_listed(client, world, sev3):
     recent = named(declare("Recent blip", severity=sev3), "Recent blip")
     published_update(recent, title="Recent blip", published_at=timezone.now() - timedelta(minutes=5))
