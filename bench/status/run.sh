@@ -17,9 +17,10 @@
 #      redis://127.0.0.1:6379/15);
 #   3. runs bench/status/measure.py: pre-checks (200, ETag, 304 on If-None-Match), queries per warm
 #      request, then rounds of `wrk -t2 -c64 -d15s --latency --timeout 30s` interleaved over the baseline
-#      and the five documents (and summary.json revalidated with If-None-Match), first on a still page,
-#      then while an update is published every second (each publish's delay until summary.json shows it
-#      is measured); a round on a busy machine is repeated;
+#      and the five documents (and summary.json revalidated with If-None-Match, /status/ asked gzipped),
+#      first on a still page, then while an update is published every second (each publish's delay until
+#      summary.json and /status/ show it, and until its documents are re-rendered and stored, is
+#      measured); a round on a busy machine is repeated;
 #   4. replaces the section "## Status page under a spike (issue 14)" of docs/benchmarks.md and stops
 #      gunicorn. Raw output: bench/results/status-*.json.
 #
