@@ -188,8 +188,8 @@ def _header_html(header, num_sorted_fields):
         direction = "ascending" if header["ascending"] else "descending"
         sort_options = (
             f'<div class="sortoptions"><a class="sortremove" href="{escape_text(header["url_remove"])}" '
-            f'title="{escape_text(gettext("Remove from sorting"))}"></a>{priority}'
-            f'<a href="{escape_text(header["url_toggle"])}" class="toggle {direction}" '
+            f'title="{escape_text(gettext("Remove from sorting"))}"></a> {priority}'
+            f' <a href="{escape_text(header["url_toggle"])}" class="toggle {direction}" '
             f'title="{escape_text(gettext("Toggle sorting"))}"></a></div>'
         )
     if header["sortable"]:
@@ -248,7 +248,7 @@ def incident_list_filter(cl, spec):
         for choice in spec.choices(cl)
     )
     return mark_safe(
-        f'<details data-filter-title="{title}" open><summary>By {title}</summary><ul>{items}</ul></details>'
+        f'<details data-filter-title="{title}" open><summary> By {title} </summary><ul>{items}</ul></details>'
     )
 
 
