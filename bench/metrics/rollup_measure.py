@@ -211,8 +211,8 @@ def render(args):
                 f"scope), GET /api/v1/metrics/ one request at a time: "
                 f"{', '.join(f'{s:.2f} s' for s in record['whole_history_s'])} (target at 2,000,000: < 2 s; "
                 f"load {record.get('whole_history_load', record['load'][1]):.2f}). The first request of a worker "
-                "decodes every day's histograms; the next ones reuse the sums incidents.rollups memoizes by the "
-                "rows' stored bytes while no day of the period changes.",
+                "reads and sums every day's rows; the next ones read the days' versions and find the sums "
+                "incidents.rollups memoized under them (any change of a day gives it a new version).",
             ]
         else:
             lines += ["", f"Whole history at {record['incidents']:,} incidents: not measured in this run."]
