@@ -196,11 +196,22 @@ def test_the_lists_read_the_severities_once_per_process_and_again_at_once_when_o
 def test_a_severity_changed_by_another_process_shows_within_the_reference_seconds(admin_client, monkeypatch):
     sev1 = SeverityFactory(level=1, label="SEV1")
     admin_client.get(OPEN_URL)
-    Severity.objects.filter(pk=sev1.pk).update(label="SEV1-renamed")  # no signal here, as in another process
-    assert "SEV1-renamed" not in admin_client.get(OPEN_URL).content.decode()
+    Severity.objects.filter(pk=sev1.pk).update(label="SEV1-new")  # no signal here, as in another process
+    assert "SEV1-new" not in admin_client.get(OPEN_URL).content.decode()
     later = time.monotonic() + reference.REFERENCE_SECONDS
     monkeypatch.setattr(reference.time, "monotonic", lambda: later)
-    assert "SEV1-renamed" in admin_client.get(OPEN_URL).content.decode()
+    assert "SEV1-new" in admin_client.get(OPEN_URL).content.decode()
+
+
+def test_a_row_whose_severity_another_process_just_made_shows_it(admin_client):
+    declare("Known", severity=SeverityFactory(level=1))
+    admin_client.get(OPEN_URL)  # this process now keeps the severities it read
+    # bulk_create sends no signal, as when another process adds one
+    (sev9,) = Severity.objects.bulk_create([SeverityFactory.build(level=9, name="Brand new", label="SEV9")])
+    fresh = declare("Fresh", severity=sev9)
+    page = admin_client.get(OPEN_URL).content.decode()
+    assert fresh.reference in rows(admin_client.get(OPEN_URL))
+    assert 'title="Brand new">SEV9</span>' in page
 
 
 def test_a_new_service_is_in_the_service_filter_at_once(admin_client):
