@@ -282,7 +282,10 @@ def render(meta, runs, counts):
         "filtered request builds only the filters it names. The commander's and the linked incidents' columns "
         "are scalar subqueries, not LEFT JOINs (PostgreSQL planned three more joins for longer than it read the "
         "page), and `service=` filters on the through table's service ids (slugs read once per process): the "
-        "planner then knows how common the service is, and an unknown or rare slug no longer walks every incident.",
+        "planner then knows how common the service is, and an unknown or rare slug no longer walks every incident. "
+        "For a user without the global permission, the visibility rule's role-or-member test is one expression "
+        "whose SQL (the same two EXISTS subqueries) is written once, not two querysets built and compiled per "
+        "request (about 1 ms of Python less).",
     ]
     return "\n".join(lines) + "\n"
 
