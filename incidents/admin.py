@@ -634,6 +634,9 @@ class OpenIncidentAdmin(OpenListColumns, IncidentAdmin):
     def get_queryset(self, request):
         return with_update_due_from(super().get_queryset(request).filter(status__in=Incident.OPEN_STATUSES))
 
+    def list_rows(self, queryset):
+        return with_update_due_from(queryset)  # the "update overdue" flag
+
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
         # Open incidents are a filtered few thousand: a true count, never the whole table's estimate.
         return self.paginator(queryset, per_page, orphans, allow_empty_first_page, page_number=page_number(request))

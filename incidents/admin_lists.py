@@ -142,10 +142,13 @@ class IncidentChangeList(ChangeList):
         super().get_results(request)
         # The page's ids first, then those rows, in one query: sorting the ids can be done from an index
         # alone, where sorting whole rows reads every matching row (the 4,146 open incidents for 50 shown).
+        # The page's query has already applied the filters and the visibility rule: the rows query only
+        # names the ids it chose (compiling those conditions twice was a tenth of the request).
         page = self.result_list
         username = F(f"commander__{get_user_model().USERNAME_FIELD}")
-        rows = self.queryset.select_related(None).only(*LIST_ROW_FIELDS).annotate(commander_name=username)
-        rows = with_severities(list(rows.filter(pk__in=page.values("pk")).order_by(*page.query.order_by)))
+        rows = self.model._default_manager.only(*LIST_ROW_FIELDS).annotate(commander_name=username)
+        rows = self.model_admin.list_rows(rows).filter(pk__in=page.values("pk")).order_by(*page.query.order_by)
+        rows = with_severities(list(rows))
         names = defaultdict(list)
         links = Incident.services.through.objects.filter(incident_id__in=[row.pk for row in rows])
         for incident_id, name in links.order_by("service__name").values_list("incident_id", "service__name"):
@@ -177,6 +180,10 @@ class LargeListMixin:
 
     def get_changelist(self, request, **kwargs):
         return IncidentChangeList
+
+    def list_rows(self, queryset):
+        """What the columns read beyond the row's own fields (annotations), for the page's rows."""
+        return queryset
 
     @admin.display(description="services")
     def service_list(self, incident):
