@@ -25,7 +25,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.safestring import mark_safe
+from django.utils.safestring import SafeString
 
 from . import reference, services
 from .admin_widgets import PlainHiddenInput, PlainSelect
@@ -173,6 +173,21 @@ class ActionForm(helpers.ActionForm):
     )
 
 
+class RenderedMedia:
+    """A Media's tags worked out once, for templates that print {{ media }}, {{ media.js }} or {{ media.css }}
+    (Django merges and renders the lists again on each of those)."""
+
+    def __init__(self, media):
+        self.js = SafeString(media["js"].render())
+        self.css = SafeString(media["css"].render())
+        self.all = SafeString(media.render())
+
+    def __html__(self):
+        return self.all
+
+    __str__ = __html__
+
+
 class LargeListMixin:
     """List parts of a ModelAdmin over a big table that cost per row."""
 
@@ -185,6 +200,15 @@ class LargeListMixin:
         """What the columns read beyond the row's own fields (annotations), for the page's rows."""
         return queryset
 
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {"media": self.list_media(), **(extra_context or {})})
+
+    def list_media(self):
+        """The list's script and style tags, the same on every request: written once per admin."""
+        if "_list_media" not in self.__dict__:
+            self._list_media = RenderedMedia(self.media + self.action_form().media)
+        return self._list_media
+
     @admin.display(description="services")
     def service_list(self, incident):
         return ", ".join(incident.service_names)
@@ -196,13 +220,13 @@ class LargeListMixin:
             return "—"
         name = escape_text(incident.commander_name)
         href = escape_text(incident.commander_query.replace(PK_PLACEHOLDER, str(incident.commander_id)))
-        return mark_safe(
+        return SafeString(
             f'<a href="{href}" title="Only incidents {name} commands" style="white-space:nowrap">{name}</a>'
         )
 
     def action_checkbox(self, obj):
         # Django renders a form widget template per row (about 1 ms each); the same markup directly.
-        return mark_safe(
+        return SafeString(
             f'<input type="checkbox" name="{helpers.ACTION_CHECKBOX_NAME}" value="{obj.pk}" class="action-select" '
             f'aria-label="Select this object for an action - {escape_text(obj)}">'
         )
@@ -390,7 +414,7 @@ class OpenListColumns:
         flags = needs(incident)
         if not flags:
             return "—"
-        return mark_safe(
+        return SafeString(
             " ".join(f'<span class="needs needs-{kind}">{escape_text(text)}</span>' for kind, text in flags)
         )
 
@@ -399,18 +423,18 @@ class OpenListColumns:
         names = ", ".join(incident.service_names)
         if not names:
             return incident.title
-        return mark_safe(f'{escape_text(incident.title)}<div class="services">{escape_text(names)}</div>')
+        return SafeString(f'{escape_text(incident.title)}<div class="services">{escape_text(names)}</div>')
 
     @admin.display(description="severity / status", ordering="severity__level")
     def severity_and_status(self, incident):
-        return mark_safe(f'{self.severity_badge(incident)}<div class="status">{STATUS_LABELS[incident.status]}</div>')
+        return SafeString(f'{self.severity_badge(incident)}<div class="status">{STATUS_LABELS[incident.status]}</div>')
 
     @admin.display(description="open for", ordering="detected_at")
     def open_for(self, incident):
         """How long it has been open, and how long since its timeline last moved."""
         now = timezone.now()
         opened, quiet = short_duration(now - incident.detected_at), short_duration(now - incident.last_activity_at)
-        return mark_safe(f'{opened}<div class="quiet">quiet {quiet}</div>')
+        return SafeString(f'{opened}<div class="quiet">quiet {quiet}</div>')
 
 
 def database_id(value):

@@ -33,7 +33,7 @@ from django.template.loader import render_to_string
 from django.urls import NoReverseMatch
 from django.utils.encoding import iri_to_uri
 from django.utils.html import escape
-from django.utils.safestring import SafeData, mark_safe
+from django.utils.safestring import SafeData, SafeString, mark_safe
 from django.utils.text import capfirst
 from django.utils.translation import gettext
 
@@ -171,7 +171,7 @@ def _rows(cl):
                 cells.append(f"<{column.tag}{row_class}>{inner}</{column.tag}>")
             else:
                 cells.append(f"<td{row_class}>{escape_unless_safe(result_repr)}</td>")
-        rows.append(ResultList(None, [mark_safe("".join(cells))]))
+        rows.append(ResultList(None, [SafeString("".join(cells))]))
     return rows
 
 
