@@ -442,3 +442,41 @@ def test_a_change_shows_on_the_next_view_although_the_period_was_memoized(client
     fresh = page(client, data.viewer)  # nothing memoized
     for name in ("cards_html", "charts", "hot_spots", "summary"):
         assert fresh.context[name] == second.context[name], name
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        None,  # the default form
+        {"period": "30", "service": "checkout", "severity": "2"},
+        {"period": "custom", "since": "2026-01-05", "until": "2026-01-18"},
+        {"since": "2026-01-18", "until": "2026-01-05"},  # invalid: the form's own error
+        {"since": "5 January", "service": "<nope>"},  # invalid fields: their errors after each field
+    ],
+)
+def test_the_filter_fields_are_drawn_as_djangos_templates_draw_them(data, query):
+    """filter_fields_html and the date inputs write in Python what {{ field.label_tag }} {{ field }} wrote
+    through the form templates: the same bytes, errors included."""
+    from django import forms
+    from django.template import engines
+
+    from incidents import admin_dashboard
+    from incidents.models import Service, Severity
+
+    class TemplateDrawn(admin_dashboard.DashboardFilterForm):
+        since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+        until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+
+    drawn = admin_dashboard.DashboardFilterForm(query, initial={"period": "90"})
+    reference = TemplateDrawn(query, initial={"period": "90"})
+    for form in (drawn, reference):
+        admin_dashboard._with_choices(form, list(Severity.objects.order_by("level")), list(Service.objects.all()))
+    template = engines["django"].from_string(
+        "{% for field in form %}\n    <div>{{ field.label_tag }} {{ field }}"
+        "{% if field.errors %}{{ field.errors }}{% endif %}</div>\n  {% endfor %}"
+    )
+    expected = template.render({"form": reference})
+    assert admin_dashboard.filter_fields_html(drawn) == expected
+    assert 'type="date"' in expected and "<label for=" in expected
+    field_errors = query and any(name != "__all__" for name in reference.errors)
+    assert ("errorlist" in expected) == bool(field_errors)  # a form-wide error is drawn above the fields
