@@ -627,7 +627,13 @@ def services_impact_from(per_service, incidents, now, only=None, reports=None, s
 # they took longer to build than to run, on every dashboard request (issue 14). Every value is a parameter.
 
 
-def _fetch(sql, params):
+def query_sql(queryset):
+    """(SQL, params) of a queryset, for hand-written SQL around it. One that can find nothing (.none(), an empty
+    IN list) is written as a query that finds nothing, where sql_with_params() would raise EmptyResultSet."""
+    return queryset.query.get_compiler(queryset.db, elide_empty=False).as_sql()
+
+
+def fetch_rows(sql, params):
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -635,14 +641,16 @@ def _fetch(sql, params):
 
 def report_counts(reports):
     """(reports, distinct customers among them) of a CustomerReport queryset."""
-    sql, params = reports.order_by().values("id", "customer_id").query.sql_with_params()
-    ((count, customers),) = _fetch(f"SELECT COUNT(*), COUNT(DISTINCT report.customer_id) FROM ({sql}) report", params)
+    sql, params = query_sql(reports.order_by().values("id", "customer_id"))
+    ((count, customers),) = fetch_rows(
+        f"SELECT COUNT(*), COUNT(DISTINCT report.customer_id) FROM ({sql}) report", params
+    )
     return count, customers
 
 
 def reports_per_service(reports):
     """{service id: reports} of a CustomerReport queryset: a report counts for each service of its incident."""
-    sql, params = reports.order_by().values("id", "incident_id").query.sql_with_params()
+    sql, params = query_sql(reports.order_by().values("id", "incident_id"))
     quote = connection.ops.quote_name
     through = Incident.services.through._meta
     links, incident, service = (
@@ -651,7 +659,7 @@ def reports_per_service(reports):
         quote(through.get_field("service").column),
     )
     return dict(
-        _fetch(
+        fetch_rows(
             f"SELECT {links}.{service}, COUNT(*) FROM ({sql}) report "
             f"INNER JOIN {links} ON {links}.{incident} = report.incident_id GROUP BY {links}.{service}",
             params,
@@ -746,6 +754,8 @@ __all__ = [
     "frequency_by_severity",
     "frequency_from_counts",
     "metrics_assemble",
+    "fetch_rows",
+    "query_sql",
     "severity_distribution_from_counts",
     "incident_impact",
     "incidents_for_metrics",

@@ -12,7 +12,14 @@ from django.apps import apps
 from django.db import connection
 from django.utils import timezone
 
-from incidents.metrics import MetricDefinition, metric_result, metric_series_register, metric_source_register
+from incidents.metrics import (
+    MetricDefinition,
+    fetch_rows,
+    metric_result,
+    metric_series_register,
+    metric_source_register,
+    query_sql,
+)
 from incidents.models import Incident, Service
 
 OPEN = ("open", "in_progress")
@@ -54,13 +61,12 @@ def _action_items():
 
 def _scope(incidents):
     """(SQL, params) of the ids of these incidents, for `… IN (…)`."""
-    return incidents.order_by().values("pk").query.sql_with_params()
+    return query_sql(incidents.order_by().values("pk"))
 
 
 def _fetch(sql, params, one=False):
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone() if one else cursor.fetchall()
+    rows = fetch_rows(sql, params)
+    return rows[0] if one else rows
 
 
 def _names(model, *fields):

@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from incidents import metrics, services
-from incidents.models import Incident
+from incidents.models import CustomerReport, Incident
 from tests.incidents.factories import ServiceFactory, SeverityFactory, UserFactory, declare
 
 pytestmark = pytest.mark.django_db
@@ -487,3 +487,13 @@ def test_action_item_metrics_and_series(dataset, boss):
         {"slug": "api", "name": "API", "count": 1}
     ]
     assert metrics.metric_series("no_such_series", incidents) is None
+
+    # Incidents that can be none at all (an empty IN list): every figure is zero, not an error.
+    for nothing in (incidents.none(), incidents.filter(pk__in=[])):
+        assert metrics.metric_series("action_items_open_by_age", nothing) == [
+            {"label": label, "count": 0} for label in ("under 7 days", "7–30 days", "30–90 days", "over 90 days")
+        ]
+        assert metrics.metric_series("action_items_overdue_per_service", nothing) == []
+        assert metrics.metric_series("factor_categories_by_month", nothing) == []
+        assert metrics.report_counts(CustomerReport.objects.none()) == (0, 0)
+        assert metrics.reports_per_service(CustomerReport.objects.filter(pk__in=[])) == {}
