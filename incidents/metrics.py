@@ -633,6 +633,12 @@ def query_sql(queryset):
     return queryset.query.get_compiler(queryset.db, elide_empty=False).as_sql()
 
 
+def sql_names(model, *fields):
+    """The model's quoted table name, then each field's quoted column, for hand-written SQL."""
+    quote = connection.ops.quote_name
+    return (quote(model._meta.db_table), *(quote(model._meta.get_field(name).column) for name in fields))
+
+
 def fetch_rows(sql, params):
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -651,13 +657,7 @@ def report_counts(reports):
 def reports_per_service(reports):
     """{service id: reports} of a CustomerReport queryset: a report counts for each service of its incident."""
     sql, params = query_sql(reports.order_by().values("id", "incident_id"))
-    quote = connection.ops.quote_name
-    through = Incident.services.through._meta
-    links, incident, service = (
-        quote(through.db_table),
-        quote(through.get_field("incident").column),
-        quote(through.get_field("service").column),
-    )
+    links, incident, service = sql_names(Incident.services.through, "incident", "service")
     return dict(
         fetch_rows(
             f"SELECT {links}.{service}, COUNT(*) FROM ({sql}) report "
@@ -756,6 +756,7 @@ __all__ = [
     "metrics_assemble",
     "fetch_rows",
     "query_sql",
+    "sql_names",
     "severity_distribution_from_counts",
     "incident_impact",
     "incidents_for_metrics",

@@ -19,6 +19,7 @@ from incidents.metrics import (
     metric_series_register,
     metric_source_register,
     query_sql,
+    sql_names,
 )
 from incidents.models import Incident, Service
 
@@ -69,12 +70,6 @@ def _fetch(sql, params, one=False):
     return rows[0] if one else rows
 
 
-def _names(model, *fields):
-    """The model's quoted table name, then each field's quoted column."""
-    quote = connection.ops.quote_name
-    return (quote(model._meta.db_table), *(quote(model._meta.get_field(name).column) for name in fields))
-
-
 def _overdue_sql(status, due_date):
     """The overdue condition (see the module doc) on these columns, and its parameters."""
     today = connection.ops.adapt_datefield_value(timezone.localdate())
@@ -85,7 +80,7 @@ def action_item_metrics(incidents):
     model = _action_items()
     if model is None:
         return {}
-    table, incident, status, due_date = _names(model, "incident", "status", "due_date")
+    table, incident, status, due_date = sql_names(model, "incident", "status", "due_date")
     overdue, overdue_params = _overdue_sql(status, due_date)
     scope, scope_params = _scope(incidents)
     total, done, wont_do, overdue_count = _fetch(
@@ -111,7 +106,7 @@ def open_action_items_by_age(incidents):
     model = _action_items()
     if model is None:
         return []
-    table, incident, status, created_at = _names(model, "incident", "status", "created_at")
+    table, incident, status, created_at = sql_names(model, "incident", "status", "created_at")
     now = timezone.now()
     counts, params = [], []
     for _label, low, high in AGE_BUCKETS:
@@ -135,9 +130,9 @@ def overdue_action_items_per_service(incidents):
     model = _action_items()
     if model is None:
         return []
-    items, item_id, incident, status, due_date = _names(model, "id", "incident", "status", "due_date")
-    links, link_incident, link_service = _names(Incident.services.through, "incident", "service")
-    services, service_id, slug, name = _names(Service, "id", "slug", "name")
+    items, item_id, incident, status, due_date = sql_names(model, "id", "incident", "status", "due_date")
+    links, link_incident, link_service = sql_names(Incident.services.through, "incident", "service")
+    services, service_id, slug, name = sql_names(Service, "id", "slug", "name")
     overdue, overdue_params = _overdue_sql(f"{items}.{status}", f"{items}.{due_date}")
     scope, scope_params = _scope(incidents)
     rows = _fetch(
@@ -159,9 +154,9 @@ def factor_categories_by_month(incidents):
     except LookupError:
         return []
     labels = dict(factor.Category.choices)
-    factors, review, category = _names(factor, "review", "category")
-    reviews, review_id, review_incident = _names(factor._meta.get_field("review").related_model, "id", "incident")
-    incidents_table, incident_id, detected_at = _names(Incident, "id", "detected_at")
+    factors, review, category = sql_names(factor, "review", "category")
+    reviews, review_id, review_incident = sql_names(factor._meta.get_field("review").related_model, "id", "incident")
+    incidents_table, incident_id, detected_at = sql_names(Incident, "id", "detected_at")
     month, month_params = connection.ops.datetime_trunc_sql("month", f"{incidents_table}.{detected_at}", (), "UTC")
     scope, scope_params = _scope(incidents)
     rows = _fetch(
