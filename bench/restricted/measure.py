@@ -286,6 +286,14 @@ def status_filtered(users, keys, host):
     return out
 
 
+def _sorts_candidates(plan):
+    """Whether the page is found by sorting the candidates: a Sort between the LIMIT and the walk of the incidents.
+    A Sort after that walk belongs to a per-row subquery (the service names); one above the LIMIT orders the rows
+    of the page already found (the admin lists read the page's ids first, then sort those 50 rows)."""
+    above_walk = plan.split(" on incidents_incident ")[0]
+    return bool(re.search(r"\bSort\b", above_walk.rsplit("Limit  (", 1)[-1]))
+
+
 def plan_facts(plan):
     """What the brief asks of the plan: the index walked, whether anything sorts, the subplans and their rows."""
     indexes = re.findall(r"Index (?:Only )?Scan(?: Backward)? using (\w+) on incidents_incident\b", plan)
@@ -294,9 +302,7 @@ def plan_facts(plan):
     buffers = re.search(r"Buffers: shared hit=(\d+)(?: read=(\d+))?", plan)
     return {
         "incident_index": indexes[0] if indexes else None,
-        # A Sort above the walk of the incidents (earlier in the plan's text) sorts the page; one after it belongs
-        # to a per-row subquery (e.g. the service names).
-        "sort": bool(re.search(r"\bSort\b", plan.split(" on incidents_incident ")[0])),
+        "sort": _sorts_candidates(plan),
         "seq_scan_incident": "Seq Scan on incidents_incident" in plan,
         "hashed_subplans": len(hashed),
         "execution_ms": float(execution.group(1)) if execution else None,
